@@ -1,0 +1,3 @@
+"""consult: expert opinions on medical images between hospitals."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,129 @@
+"""The catalog database: engine set-up for SQLite and PostgreSQL, transactions, migrations.
+
+SQLite runs in WAL mode with ``synchronous=FULL`` (NORMAL can lose the last commits on
+power loss) and a busy timeout; write transactions start with ``BEGIN IMMEDIATE`` so two
+writers never deadlock upgrading a read lock. PostgreSQL gets a short connect timeout so a
+dead database gives a quick failure (the C-STORE sender is told to retry).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import Connection, Engine, create_engine, event, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import SQLAlchemyError
+
+from consult.errors import ConsultError
+
+log = logging.getLogger(__name__)
+
+MIGRATIONS = Path(__file__).parent / "migrations"
+
+
+class CatalogUnavailable(ConsultError):
+    """The catalog database could not be reached or refused the transaction."""
+
+    status = 503
+
+
+def utcnow() -> datetime:
+    """The current time in UTC, as stored in the catalog."""
+    return datetime.now(UTC)
+
+
+def as_utc(value: datetime) -> datetime:
+    """SQLite returns naive datetimes; they were stored as UTC."""
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+class Catalog:
+    """Owns the engine; hands out read and write transactions."""
+
+    def __init__(self, url: str, *, busy_timeout_ms: int = 5000) -> None:
+        self.url = make_url(url)
+        self.is_sqlite = self.url.get_backend_name() == "sqlite"
+        kwargs: dict[str, Any] = {"pool_pre_ping": not self.is_sqlite}
+        if self.is_sqlite:
+            if self.url.database and self.url.database != ":memory:":
+                Path(self.url.database).parent.mkdir(parents=True, exist_ok=True)
+            kwargs["connect_args"] = {"timeout": busy_timeout_ms / 1000, "check_same_thread": False}
+        else:
+            kwargs["connect_args"] = {"connect_timeout": 3}
+            kwargs["pool_size"] = 8
+            kwargs["max_overflow"] = 8
+        self.engine: Engine = create_engine(self.url, **kwargs)
+        if self.is_sqlite:
+            self._configure_sqlite(busy_timeout_ms)
+
+    def _configure_sqlite(self, busy_timeout_ms: int) -> None:
+        @event.listens_for(self.engine, "connect")
+        def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+            # Let SQLAlchemy's "begin" event emit BEGIN itself (pysqlite's own is deferred).
+            dbapi_conn.isolation_level = None
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA synchronous=FULL")
+            cur.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
+            cur.execute("PRAGMA foreign_keys=ON")
+            cur.close()
+
+        @event.listens_for(self.engine, "begin")
+        def _on_begin(conn: Connection) -> None:
+            immediate = conn.get_execution_options().get("consult_write", False)
+            conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+    @contextmanager
+    def write(self) -> Iterator[Connection]:
+        """A write transaction, committed on success, rolled back on error."""
+        try:
+            with self.engine.connect().execution_options(consult_write=True) as conn:
+                with conn.begin():
+                    yield conn
+        except SQLAlchemyError as exc:
+            raise CatalogUnavailable(f"catalog write failed: {type(exc).__name__}") from exc
+
+    @contextmanager
+    def read(self) -> Iterator[Connection]:
+        """A read-only transaction (rolled back at the end)."""
+        try:
+            with self.engine.connect() as conn:
+                with conn.begin():
+                    yield conn
+        except SQLAlchemyError as exc:
+            raise CatalogUnavailable(f"catalog read failed: {type(exc).__name__}") from exc
+
+    def migrate(self) -> None:
+        """Bring the schema up to date; serialised across processes."""
+        config = Config()
+        config.set_main_option("script_location", str(MIGRATIONS))
+        with self.engine.connect().execution_options(consult_write=True) as conn:
+            if not self.is_sqlite:
+                conn.execute(text("SELECT pg_advisory_lock(7263510)"))
+                conn.commit()
+            try:
+                with conn.begin():
+                    config.attributes["connection"] = conn
+                    command.upgrade(config, "head")
+            finally:
+                if not self.is_sqlite:
+                    conn.execute(text("SELECT pg_advisory_unlock(7263510)"))
+                    conn.commit()
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+
+def insert_id(conn: Connection, stmt: Any) -> int:
+    """Run an INSERT and return the new row's integer primary key."""
+    key = conn.execute(stmt).inserted_primary_key
+    if key is None:  # pragma: no cover - every table has an integer key
+        raise RuntimeError("insert returned no primary key")
+    return int(key[0])

@@ -1,0 +1,161 @@
+"""The durable job queue, kept in the catalog.
+
+One queue serves every kind of background work (previews now; deliveries and
+notifications too). A worker claims a job with a lease: one ``UPDATE ... RETURNING``
+that picks the oldest runnable job (``FOR UPDATE SKIP LOCKED`` on PostgreSQL, the
+database write lock on SQLite). A job whose lease ran out (its worker died) is runnable
+again. Failures are retried with exponential backoff up to ``max_attempts``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import Connection, and_, or_, select, update
+from sqlalchemy.exc import IntegrityError
+
+from consult.catalog import Catalog, insert_id, utcnow
+from consult.catalog.tables import jobs
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Job:
+    """A claimed job."""
+
+    id: int
+    kind: str
+    payload: dict[str, Any]
+    attempts: int
+    max_attempts: int
+
+
+def enqueue(
+    conn: Connection,
+    kind: str,
+    payload: dict[str, Any],
+    *,
+    dedup_key: str | None = None,
+    max_attempts: int = 5,
+) -> int | None:
+    """Queue a job inside the caller's transaction; returns its id.
+
+    With ``dedup_key``, a second job with the same key is not queued (returns None) while
+    the first exists.
+    """
+    now = utcnow()
+    values = {
+        "kind": kind,
+        "payload": json.dumps(payload, sort_keys=True),
+        "status": "queued",
+        "attempts": 0,
+        "max_attempts": max_attempts,
+        "run_after": now,
+        "created_at": now,
+        "dedup_key": dedup_key,
+    }
+    if dedup_key is not None:
+        existing = conn.execute(select(jobs.c.id).where(jobs.c.dedup_key == dedup_key)).first()
+        if existing is not None:
+            return None
+        try:
+            with conn.begin_nested():
+                return insert_id(conn, jobs.insert().values(**values))
+        except IntegrityError:
+            return None
+    return insert_id(conn, jobs.insert().values(**values))
+
+
+def claim(
+    catalog: Catalog, worker: str, *, kinds: list[str] | None = None, lease_seconds: float = 60
+) -> Job | None:
+    """Claim the oldest runnable job for ``worker``, or return None."""
+    now = utcnow()
+    runnable = or_(
+        and_(jobs.c.status == "queued", jobs.c.run_after <= now),
+        and_(jobs.c.status == "running", jobs.c.lease_until < now),
+    )
+    pick = select(jobs.c.id).where(runnable)
+    if kinds:
+        pick = pick.where(jobs.c.kind.in_(kinds))
+    pick = pick.order_by(jobs.c.run_after, jobs.c.id).limit(1)
+    if not catalog.is_sqlite:
+        pick = pick.with_for_update(skip_locked=True)
+    stmt = (
+        update(jobs)
+        .where(jobs.c.id == pick.scalar_subquery())
+        .values(
+            status="running",
+            attempts=jobs.c.attempts + 1,
+            lease_until=now + timedelta(seconds=lease_seconds),
+            worker=worker,
+        )
+        .returning(jobs.c.id, jobs.c.kind, jobs.c.payload, jobs.c.attempts, jobs.c.max_attempts)
+    )
+    with catalog.write() as conn:
+        row = conn.execute(stmt).first()
+    if row is None:
+        return None
+    return Job(
+        id=row.id,
+        kind=row.kind,
+        payload=json.loads(row.payload),
+        attempts=row.attempts,
+        max_attempts=row.max_attempts,
+    )
+
+
+def complete(catalog: Catalog, job: Job, worker: str) -> bool:
+    """Mark a job done; False if the lease was lost to another worker meanwhile."""
+    with catalog.write() as conn:
+        result = conn.execute(
+            update(jobs)
+            .where(jobs.c.id == job.id, jobs.c.worker == worker, jobs.c.status == "running")
+            .values(status="done", finished_at=utcnow(), lease_until=None, last_error=None)
+        )
+    return result.rowcount == 1
+
+
+def fail(catalog: Catalog, job: Job, worker: str, error: str, *, base_delay: float = 2.0) -> str:
+    """Record a failure: back to the queue with backoff, or failed for good. Returns status."""
+    final = job.attempts >= job.max_attempts
+    status = "failed" if final else "queued"
+    delay = timedelta(seconds=base_delay * (2 ** (job.attempts - 1)))
+    now = utcnow()
+    with catalog.write() as conn:
+        conn.execute(
+            update(jobs)
+            .where(jobs.c.id == job.id, jobs.c.worker == worker, jobs.c.status == "running")
+            .values(
+                status=status,
+                run_after=now + delay,
+                lease_until=None,
+                last_error=error[:2000],
+                finished_at=now if final else None,
+            )
+        )
+    return status
+
+
+def extend_lease(catalog: Catalog, job: Job, worker: str, lease_seconds: float = 60) -> bool:
+    """Keep a long job's lease; False if it was lost."""
+    with catalog.write() as conn:
+        result = conn.execute(
+            update(jobs)
+            .where(jobs.c.id == job.id, jobs.c.worker == worker, jobs.c.status == "running")
+            .values(lease_until=utcnow() + timedelta(seconds=lease_seconds))
+        )
+    return result.rowcount == 1
+
+
+def counts(conn: Connection) -> dict[str, int]:
+    """Number of jobs per status."""
+    from sqlalchemy import func
+
+    rows = conn.execute(select(jobs.c.status, func.count()).group_by(jobs.c.status)).all()
+    return {str(status): int(n) for status, n in rows}

@@ -1,0 +1,43 @@
+"""The shared resources of a process: settings, catalog and object store."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from consult.catalog import Catalog
+from consult.settings import Settings
+from storage import LocalObjectStore, ObjectStore, S3ObjectStore
+
+
+def open_store(settings: Settings) -> ObjectStore:
+    """The object store the settings name: S3 when an endpoint is set, else the local folder."""
+    if settings.s3_endpoint:
+        s3 = S3ObjectStore(
+            endpoint=settings.s3_endpoint,
+            bucket=settings.s3_bucket,
+            access_key=settings.s3_access_key,
+            secret_key=settings.s3_secret_key,
+            region=settings.s3_region,
+        )
+        s3.ensure_bucket()
+        return s3
+    return LocalObjectStore(settings.objects_dir)
+
+
+@dataclass
+class Services:
+    settings: Settings
+    catalog: Catalog
+    store: ObjectStore
+
+    @classmethod
+    def open(cls, settings: Settings, *, migrate: bool = True) -> Services:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        catalog = Catalog(settings.catalog_url)
+        if migrate:
+            catalog.migrate()
+        return cls(settings=settings, catalog=catalog, store=open_store(settings))
+
+    def close(self) -> None:
+        self.store.close()
+        self.catalog.dispose()

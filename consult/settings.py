@@ -1,0 +1,87 @@
+"""One frozen settings object, read from ``CONSULT_*`` environment variables.
+
+Every field has a type, a default (secrets excepted) and a help line; the README's
+configuration table lists each one (a test checks that it does).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from consult.errors import ConfigurationError
+
+
+class Settings(BaseSettings):
+    """Everything that differs between deployments."""
+
+    model_config = SettingsConfigDict(env_prefix="CONSULT_", frozen=True, extra="ignore")
+
+    data_dir: Path = Field(
+        Path("./consult-data"),
+        description="Folder for the SQLite catalog and the local object store.",
+    )
+    ae_title: str = Field("CONSULT", description="Our DICOM AE title (called and calling).")
+    dicom_host: str = Field("0.0.0.0", description="Address the DICOM receiver binds to.")  # noqa: S104
+    dicom_port: int = Field(11112, ge=0, le=65535, description="DICOM receiver port.")
+    http_host: str = Field("127.0.0.1", description="Address the web app binds to.")
+    http_port: int = Field(8000, ge=0, le=65535, description="Web app port.")
+    database_url: str = Field(
+        "",
+        description="SQLAlchemy URL of the catalog; empty means SQLite in CONSULT_DATA_DIR.",
+    )
+    s3_endpoint: str = Field(
+        "", description="S3 endpoint URL (MinIO, AWS, ...); empty means the local folder store."
+    )
+    s3_bucket: str = Field("consult", description="S3 bucket holding originals and previews.")
+    s3_access_key: str = Field("", description="S3 access key.")
+    s3_secret_key: str = Field("", description="S3 secret key.")
+    s3_region: str = Field("us-east-1", description="S3 region name.")
+    stable_seconds: float = Field(
+        60.0, ge=0, description="Quiet seconds after the last instance before a study is stable."
+    )
+    accept_unknown_peers: bool = Field(
+        False,
+        description="Accept associations from unregistered AE titles (as the 'unknown sender').",
+    )
+    max_dataset_bytes: int = Field(
+        2 * 1024**3, gt=0, description="Largest dataset accepted over C-STORE, in bytes."
+    )
+    session_hours: float = Field(12.0, gt=0, description="Lifetime of a login session, in hours.")
+    secure_cookies: bool = Field(
+        False, description="Mark session cookies Secure (set when served over HTTPS)."
+    )
+    workers: int = Field(1, ge=0, description="Preview/delivery worker processes `serve` starts.")
+
+    @field_validator("ae_title")
+    @classmethod
+    def _check_ae(cls, value: str) -> str:
+        if not value or len(value) > 16 or not value.isascii() or "\\" in value:
+            raise ValueError(f"AE title must be 1-16 ASCII characters, got {value!r}")
+        return value
+
+    @property
+    def catalog_url(self) -> str:
+        """The catalog database URL, defaulting to SQLite inside the data folder."""
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.data_dir / 'catalog.sqlite3').resolve()}"
+
+    @property
+    def objects_dir(self) -> Path:
+        """Root of the local folder object store."""
+        return self.data_dir / "objects"
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Read settings from the environment, naming the variable on a bad value."""
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            name = "CONSULT_" + "_".join(str(p) for p in err["loc"]).upper()
+            problems.append(f"{name}: {err['msg']}")
+        raise ConfigurationError("invalid setting: " + "; ".join(problems)) from None

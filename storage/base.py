@@ -1,0 +1,53 @@
+"""The object store interface: put, get, range get, head, list, delete."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Protocol
+
+
+@dataclass(frozen=True)
+class ObjectInfo:
+    """What ``head`` and ``list`` report about a stored object."""
+
+    key: str
+    size: int
+
+
+class ObjectStore(Protocol):
+    """A flat key -> bytes store. Knows nothing of DICOM.
+
+    ``put`` returns only once the object is durable (fsynced on disk, or acknowledged by
+    the S3 endpoint); it raises :class:`storage.errors.StorageError` otherwise.
+    """
+
+    def put(self, key: str, data: bytes, *, content_type: str = ...) -> None: ...
+
+    def get(self, key: str) -> bytes: ...
+
+    def get_range(self, key: str, start: int, length: int) -> bytes: ...
+
+    def head(self, key: str) -> ObjectInfo: ...
+
+    def exists(self, key: str) -> bool: ...
+
+    def list(self, prefix: str = "") -> Iterator[ObjectInfo]: ...
+
+    def delete(self, key: str) -> None: ...
+
+    def close(self) -> None: ...
+
+
+def check_key(key: str) -> str:
+    """Refuse keys that could escape a folder or confuse a backend."""
+    if (
+        not key
+        or len(key) > 512
+        or key.startswith("/")
+        or "\\" in key
+        or any(part in {"", ".", ".."} for part in key.split("/"))
+        or not all(c.isalnum() or c in "-_./" for c in key)
+    ):
+        raise ValueError(f"invalid object key {key!r}")
+    return key
