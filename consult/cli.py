@@ -1,0 +1,244 @@
+"""The ``consult`` command line: run the processes, manage hospitals, peers and users."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from consult import directory
+from consult.errors import ConsultError
+from consult.services import Services
+from consult.settings import Settings, load_settings
+
+log = logging.getLogger("consult")
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="consult", description=__doc__)
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sub.add_parser("serve", help="web app + DICOM receiver + workers in one go")
+    sub.add_parser("receive", help="the DICOM receiver only")
+    sub.add_parser("web", help="the web app only")
+    sub.add_parser("worker", help="one background worker (previews, deliveries)")
+    sub.add_parser("demo", help="create the demo hospitals, users and sample study")
+    sub.add_parser("migrate", help="bring the catalog schema up to date")
+
+    hospitals = sub.add_parser("hospitals", help="manage hospitals").add_subparsers(
+        dest="action", required=True
+    )
+    h_add = hospitals.add_parser("add", help="add a hospital")
+    h_add.add_argument("name")
+    hospitals.add_parser("list", help="list hospitals")
+
+    peers = sub.add_parser("peers", help="manage DICOM peers").add_subparsers(
+        dest="action", required=True
+    )
+    p_add = peers.add_parser("add", help="register a DICOM peer of a hospital")
+    p_add.add_argument("--hospital", required=True, help="hospital name")
+    p_add.add_argument("--ae", required=True, help="the peer's AE title")
+    p_add.add_argument("--host", required=True, help="the peer's host name or address")
+    p_add.add_argument("--port", type=int, help="where the peer receives (opinions go there)")
+
+    users = sub.add_parser("users", help="manage users").add_subparsers(
+        dest="action", required=True
+    )
+    u_add = users.add_parser("add", help="add a user")
+    u_add.add_argument("username")
+    u_add.add_argument("--hospital", required=True)
+    u_add.add_argument("--role", required=True, choices=[r.value for r in directory.Role])
+    u_add.add_argument("--name", default="", help="display name")
+    u_add.add_argument(
+        "--password-stdin", action="store_true", required=True, help="read the password from stdin"
+    )
+    for action in ("disable", "enable"):
+        u = users.add_parser(action, help=f"{action} a user (takes effect at once)")
+        u.add_argument("username")
+
+    export = sub.add_parser("export", help="write a study's stored instances as Part 10 files")
+    export.add_argument("study_uid")
+    export.add_argument("--out", required=True, type=Path)
+    export.add_argument(
+        "--all-versions", action="store_true", help="every version, not just current"
+    )
+    return p
+
+
+def _configure_logging(verbose: bool) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    if not verbose:
+        logging.getLogger("pynetdicom").setLevel(logging.WARNING)
+
+
+def _run_web(services: Services, *, ready: str = "") -> None:
+    import uvicorn
+
+    from consult.app import create_app
+
+    settings = services.settings
+    config = uvicorn.Config(
+        create_app(services),
+        host=settings.http_host,
+        port=settings.http_port,
+        log_level="warning",
+        access_log=False,
+    )
+    server = uvicorn.Server(config)
+    if ready:
+        url = f"http://{settings.http_host}:{settings.http_port}/"
+        print(f"{ready}\n  web:   {url}", flush=True)
+    server.run()
+
+
+def _wait_for_signal() -> None:
+    done = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: done.set())
+    done.wait()
+
+
+def cmd_serve(settings: Settings) -> int:
+    from consult.receiver import Receiver
+
+    services = Services.open(settings)
+    receiver = Receiver(services)
+    port = receiver.start()
+    children = [
+        subprocess.Popen([sys.executable, "-m", "consult", "worker"])
+        for _ in range(settings.workers)
+    ]
+    try:
+        _run_web(
+            services,
+            ready=(
+                f"consult is running (data in {settings.data_dir.resolve()})\n"
+                f"  DICOM: AE title {settings.ae_title} on port {port}"
+            ),
+        )
+    finally:
+        receiver.stop()
+        for child in children:
+            child.terminate()
+        for child in children:
+            try:
+                child.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                child.kill()
+        services.close()
+    return 0
+
+
+def cmd_receive(settings: Settings) -> int:
+    from consult.receiver import Receiver
+
+    services = Services.open(settings)
+    receiver = Receiver(services)
+    port = receiver.start()
+    print(f"DICOM receiver {settings.ae_title} listening on port {port}", flush=True)
+    try:
+        _wait_for_signal()
+    finally:
+        receiver.stop()
+        services.close()
+    return 0
+
+
+def cmd_worker(settings: Settings) -> int:
+    from consult.worker import Worker
+
+    services = Services.open(settings, migrate=False)
+    worker = Worker(services)
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: worker.stop())
+    try:
+        worker.run()
+    finally:
+        services.close()
+    return 0
+
+
+def cmd_export(services: Services, args: Any) -> int:
+    from consult.export import export_study
+
+    written = export_study(services, args.study_uid, args.out, all_versions=args.all_versions)
+    for path in written:
+        print(path)
+    print(f"{len(written)} file(s) written to {args.out}", file=sys.stderr)
+    return 0
+
+
+def _admin(services: Services, args: Any) -> int:
+    with services.catalog.write() as conn:
+        if args.command == "hospitals" and args.action == "add":
+            h = directory.add_hospital(conn, args.name)
+            print(f"hospital {h.name!r} added (id {h.id})")
+        elif args.command == "hospitals":
+            for h in directory.list_hospitals(conn):
+                print(f"{h.id}\t{h.name}")
+        elif args.command == "peers":
+            hospital = directory.get_hospital(conn, args.hospital)
+            peer = directory.add_peer(conn, hospital, args.ae, args.host, args.port)
+            where = f", receives on port {peer.port}" if peer.port else ""
+            print(f"peer {peer.ae_title}@{peer.host} added to {hospital.name!r}{where}")
+        elif args.command == "users" and args.action == "add":
+            password = sys.stdin.readline().rstrip("\r\n")
+            hospital = directory.get_hospital(conn, args.hospital)
+            user = directory.add_user(
+                conn,
+                args.username,
+                hospital=hospital,
+                role=directory.Role(args.role),
+                password=password,
+                display_name=args.name,
+            )
+            print(f"user {user.username!r} ({user.role.value}) added to {hospital.name!r}")
+        elif args.command == "users":
+            directory.set_disabled(conn, args.username, args.action == "disable")
+            print(f"user {args.username!r} {args.action}d")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    _configure_logging(args.verbose)
+    try:
+        settings = load_settings()
+        if args.command == "serve":
+            return cmd_serve(settings)
+        if args.command == "receive":
+            return cmd_receive(settings)
+        if args.command == "worker":
+            return cmd_worker(settings)
+        services = Services.open(settings)
+        try:
+            if args.command == "web":
+                _run_web(services, ready="consult web app is running")
+                return 0
+            if args.command == "migrate":
+                print("catalog schema is up to date")
+                return 0
+            if args.command == "demo":
+                from consult.demo import create_demo
+
+                create_demo(services)
+                return 0
+            if args.command == "export":
+                return cmd_export(services, args)
+            return _admin(services, args)
+        finally:
+            services.close()
+    except ConsultError as exc:
+        print(f"consult: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130

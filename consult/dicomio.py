@@ -1,0 +1,145 @@
+"""Reading untrusted DICOM safely, and writing Part 10 files around bytes as received.
+
+Nothing here ``str()``s, ``repr()``s or walks a received dataset: deeply nested sequences
+make those take minutes. Only the header up to group 0028 is parsed.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+import zlib
+from typing import Any
+
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.filebase import DicomBytesIO
+from pydicom.filereader import read_dataset
+from pydicom.filewriter import write_file_meta_info
+from pydicom.tag import BaseTag
+from pydicom.uid import (
+    PYDICOM_IMPLEMENTATION_UID,
+    UID,
+    DeflatedExplicitVRLittleEndian,
+    ExplicitVRBigEndian,
+    ImplicitVRLittleEndian,
+)
+
+from consult.errors import InvalidDataset
+
+IMPLEMENTATION_CLASS_UID = PYDICOM_IMPLEMENTATION_UID + ".7263"
+IMPLEMENTATION_VERSION_NAME = "CONSULT_010"
+
+# Accept what real equipment sends (leading zeros, hex digits) but nothing that could act
+# as a path or break a log line: printable ASCII without separators, spaces or "..".
+_UID_OK = re.compile(r"^[0-9A-Za-z._\-+]{1,64}$")
+
+
+def check_uid(value: object, name: str) -> str:
+    """A UID from outside, stripped of padding; refused (0xC003-class) when hostile."""
+    text = str(value if value is not None else "").rstrip("\x00 ")
+    if not text:
+        raise InvalidDataset(f"{name} is missing", dicom_status=0xC002)
+    if not _UID_OK.match(text) or ".." in text:
+        raise InvalidDataset(f"{name} has characters a UID cannot have", dicom_status=0xC003)
+    return text
+
+
+def _stop_after_group_28(tag: BaseTag, _vr: str | None, _length: int) -> bool:
+    return bool(tag.group > 0x0028)
+
+
+def read_header(data: bytes, transfer_syntax_uid: str) -> Dataset:
+    """Parse the header (groups up to 0028) of dataset bytes in the given transfer syntax."""
+    ts = UID(transfer_syntax_uid)
+    buffer = data
+    if ts == DeflatedExplicitVRLittleEndian:
+        try:
+            buffer = zlib.decompressobj(-zlib.MAX_WBITS).decompress(data, 64 * 1024 * 1024)
+        except zlib.error as exc:
+            raise InvalidDataset(f"deflated dataset does not inflate: {exc}") from None
+    implicit = ts == ImplicitVRLittleEndian
+    little = ts != ExplicitVRBigEndian
+    try:
+        ds = read_dataset(
+            io.BytesIO(buffer),
+            is_implicit_VR=implicit,
+            is_little_endian=little,
+            stop_when=_stop_after_group_28,
+        )
+    except (
+        ValueError,
+        KeyError,
+        EOFError,
+        OverflowError,
+        RecursionError,
+        NotImplementedError,
+    ) as exc:
+        raise InvalidDataset(f"dataset cannot be parsed: {type(exc).__name__}") from None
+    if len(ds) == 0:
+        raise InvalidDataset("dataset is empty or cannot be parsed")
+    return ds
+
+
+def text_of(ds: Dataset, keyword: str, limit: int = 324) -> str:
+    """An attribute as text, or "" when absent or undecodable (never raises)."""
+    try:
+        value: Any = ds.get(keyword, "")
+        text = "" if value is None else str(value)
+    except Exception:
+        return ""
+    text = "".join(c for c in text if c.isprintable())
+    return text.strip()[:limit]
+
+
+def int_of(ds: Dataset, keyword: str) -> int | None:
+    try:
+        value: Any = ds.get(keyword)
+        return None if value is None or value == "" else int(value)
+    except (TypeError, ValueError, OverflowError):
+        return None
+
+
+def file_meta(
+    *,
+    sop_class_uid: str,
+    sop_instance_uid: str,
+    transfer_syntax_uid: str,
+    source_ae: str,
+) -> FileMetaDataset:
+    """Our file meta for a dataset received over the network (PS3.10 7.1)."""
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = UID(sop_class_uid)
+    meta.MediaStorageSOPInstanceUID = UID(sop_instance_uid)
+    meta.TransferSyntaxUID = UID(transfer_syntax_uid)
+    meta.ImplementationClassUID = UID(IMPLEMENTATION_CLASS_UID)
+    meta.ImplementationVersionName = IMPLEMENTATION_VERSION_NAME
+    if source_ae:
+        meta.SourceApplicationEntityTitle = source_ae
+    return meta
+
+
+def part10_prefix(meta: FileMetaDataset) -> bytes:
+    """Preamble, "DICM" and the encoded file meta group: what goes before the dataset."""
+    fp = DicomBytesIO()
+    fp.is_little_endian = True
+    fp.is_implicit_VR = False
+    fp.write(b"\x00" * 128 + b"DICM")
+    write_file_meta_info(fp, meta, enforce_standard=True)
+    return fp.getvalue()
+
+
+def split_part10(blob: bytes) -> tuple[FileMetaDataset, int]:
+    """Parse a Part 10 file's meta group; returns it and the offset where the dataset starts."""
+    from pydicom.filereader import _read_file_meta_info
+
+    if len(blob) < 132 or blob[128:132] != b"DICM":
+        raise InvalidDataset("not a DICOM Part 10 file (no DICM prefix)")
+    fp = io.BytesIO(blob)
+    fp.seek(132)
+    try:
+        meta = _read_file_meta_info(fp)
+    except Exception as exc:
+        raise InvalidDataset(f"file meta cannot be parsed: {type(exc).__name__}") from None
+    if "TransferSyntaxUID" not in meta:
+        raise InvalidDataset("file meta has no Transfer Syntax UID")
+    return meta, fp.tell()

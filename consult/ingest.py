@@ -1,0 +1,363 @@
+"""Ingest: validate a received dataset, store it byte-exact, index it, queue its preview.
+
+No pynetdicom here: the receiver's handlers turn a C-STORE into a call to :func:`ingest`
+and its outcome (or :class:`~consult.errors.InvalidDataset`, or a storage/catalog failure)
+into a DICOM status.
+
+Order of operations, so that success means safe and nothing half-stored is visible:
+
+1. parse and validate the header (UIDs, size);
+2. if this exact content is already indexed, stop: an identical retry is a no-op;
+3. put the Part 10 object (our file meta + the dataset bytes as received) under a key made
+   of hashes and the content's SHA-256, and wait for the store to acknowledge it;
+4. in one catalog transaction: patient, study, series, instance, a new version, arrival
+   counters and the preview job. A crash between 3 and 4 leaves an unindexed object that
+   the sender's retry writes again under the same key.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+from pydicom.dataset import Dataset
+from sqlalchemy import Connection, func, select, update
+from sqlalchemy.exc import IntegrityError
+
+from consult import jobs
+from consult.catalog import CatalogUnavailable, insert_id, utcnow
+from consult.catalog.tables import instance_versions, instances, patients, series, studies
+from consult.dicomio import (
+    check_uid,
+    file_meta,
+    int_of,
+    part10_prefix,
+    read_header,
+    split_part10,
+    text_of,
+)
+from consult.errors import InvalidDataset
+from consult.services import Services
+from storage.keys import instance_key
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Origin:
+    """Who sent an instance: the sending hospital, calling AE title and peer address."""
+
+    hospital_id: int
+    calling_ae: str
+    peer_host: str
+    peer_port: int
+
+
+@dataclass(frozen=True)
+class StoredInstance:
+    """The outcome of a successful ingest."""
+
+    study_uid: str
+    series_uid: str
+    sop_instance_uid: str
+    version_id: int
+    version: int
+    sha256: str
+    created: bool  # False when this exact content was already stored (an identical retry)
+
+
+@dataclass(frozen=True)
+class _Header:
+    study_uid: str
+    series_uid: str
+    sop_instance_uid: str
+    sop_class_uid: str
+    ds: Dataset
+
+
+def _validate(data: bytes, transfer_syntax_uid: str, max_bytes: int) -> _Header:
+    if len(data) > max_bytes:
+        raise InvalidDataset(
+            f"dataset of {len(data)} bytes exceeds CONSULT_MAX_DATASET_BYTES ({max_bytes})",
+            dicom_status=0xC004,
+        )
+    ds = read_header(data, transfer_syntax_uid)
+    return _Header(
+        study_uid=check_uid(ds.get("StudyInstanceUID"), "Study Instance UID"),
+        series_uid=check_uid(ds.get("SeriesInstanceUID"), "Series Instance UID"),
+        sop_instance_uid=check_uid(ds.get("SOPInstanceUID"), "SOP Instance UID"),
+        sop_class_uid=check_uid(ds.get("SOPClassUID"), "SOP Class UID"),
+        ds=ds,
+    )
+
+
+def ingest(
+    services: Services,
+    data: bytes,
+    *,
+    transfer_syntax_uid: str,
+    origin: Origin,
+    expected_sop_instance_uid: str | None = None,
+) -> StoredInstance:
+    """Store and index one received dataset (bytes exactly as received).
+
+    Raises
+    ------
+    InvalidDataset
+        The dataset is refused; ``dicom_status`` says why (0xC210 unparseable, 0xC002 a
+        required UID missing, 0xC003 a hostile UID, 0xC004 too large, 0xA900 the SOP
+        Instance UID differs from the request's, 0xC001 the study belongs to another sender).
+    storage.StorageError, CatalogUnavailable
+        The store or catalog failed: the sender should retry (0xA700).
+    """
+    transfer_syntax_uid = check_uid(transfer_syntax_uid, "Transfer Syntax UID")
+    header = _validate(data, transfer_syntax_uid, services.settings.max_dataset_bytes)
+    if expected_sop_instance_uid is not None and (
+        expected_sop_instance_uid.rstrip("\x00 ") != header.sop_instance_uid
+    ):
+        raise InvalidDataset(
+            "SOP Instance UID of the dataset differs from the C-STORE request's",
+            dicom_status=0xA900,
+        )
+    sha256 = hashlib.sha256(data).hexdigest()
+
+    with services.catalog.read() as conn:
+        known = _find_version(conn, header.sop_instance_uid, sha256)
+    if known is not None:
+        return StoredInstance(
+            header.study_uid, header.series_uid, header.sop_instance_uid, *known, sha256, False
+        )
+
+    key = instance_key(header.study_uid, header.sop_instance_uid, sha256)
+    meta = file_meta(
+        sop_class_uid=header.sop_class_uid,
+        sop_instance_uid=header.sop_instance_uid,
+        transfer_syntax_uid=transfer_syntax_uid,
+        source_ae=origin.calling_ae,
+    )
+    prefix = part10_prefix(meta)
+    services.store.put(key, prefix + data, content_type="application/dicom")
+
+    for attempt in range(3):
+        try:
+            with services.catalog.write() as conn:
+                return _index(
+                    conn, header, origin, sha256, len(data), key, len(prefix), transfer_syntax_uid
+                )
+        except CatalogUnavailable as exc:
+            # A concurrent sender created the same patient/study/series/version first.
+            if isinstance(exc.__cause__, IntegrityError) and attempt < 2:
+                continue
+            raise
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def ingest_file(services: Services, path: Path, *, origin: Origin) -> StoredInstance:
+    """Ingest a Part 10 file as if its dataset had been received in its transfer syntax."""
+    blob = path.read_bytes()
+    meta, offset = split_part10(blob)
+    return ingest(
+        services, blob[offset:], transfer_syntax_uid=str(meta.TransferSyntaxUID), origin=origin
+    )
+
+
+def _find_version(conn: Connection, sop_instance_uid: str, sha256: str) -> tuple[int, int] | None:
+    row = conn.execute(
+        select(instance_versions.c.id, instance_versions.c.version)
+        .join(instances, instances.c.id == instance_versions.c.instance_pk)
+        .where(instances.c.sop_instance_uid == sop_instance_uid)
+        .where(instance_versions.c.sha256 == sha256)
+    ).first()
+    return None if row is None else (int(row.id), int(row.version))
+
+
+def _index(
+    conn: Connection,
+    header: _Header,
+    origin: Origin,
+    sha256: str,
+    size: int,
+    key: str,
+    offset: int,
+    transfer_syntax_uid: str,
+) -> StoredInstance:
+    known = _find_version(conn, header.sop_instance_uid, sha256)
+    if known is not None:  # a concurrent identical send won the race
+        return StoredInstance(
+            header.study_uid, header.series_uid, header.sop_instance_uid, *known, sha256, False
+        )
+    now = utcnow()
+    ds = header.ds
+    study_pk = _upsert_study(conn, header, origin, now)
+    series_pk = _upsert_series(conn, header, study_pk, now)
+
+    inst = conn.execute(
+        select(instances.c.id, instances.c.series_pk, instances.c.current_version).where(
+            instances.c.sop_instance_uid == header.sop_instance_uid
+        )
+    ).first()
+    if inst is None:
+        version = 1
+        instance_pk = insert_id(
+            conn,
+            instances.insert().values(
+                series_pk=series_pk,
+                sop_instance_uid=header.sop_instance_uid,
+                sop_class_uid=header.sop_class_uid,
+                instance_number=text_of(ds, "InstanceNumber", 12),
+                current_version=1,
+            ),
+        )
+        conn.execute(
+            update(series)
+            .where(series.c.id == series_pk)
+            .values(instance_count=series.c.instance_count + 1)
+        )
+    else:
+        if inst.series_pk != series_pk:
+            raise InvalidDataset(
+                "SOP Instance UID already stored in another series", dicom_status=0xC001
+            )
+        instance_pk = int(inst.id)
+        latest = conn.execute(
+            select(func.max(instance_versions.c.version)).where(
+                instance_versions.c.instance_pk == instance_pk
+            )
+        ).scalar_one()
+        version = int(latest or 0) + 1
+        conn.execute(
+            update(instances)
+            .where(instances.c.id == instance_pk)
+            .values(current_version=version, sop_class_uid=header.sop_class_uid)
+        )
+    version_id = insert_id(
+        conn,
+        instance_versions.insert().values(
+            instance_pk=instance_pk,
+            version=version,
+            sha256=sha256,
+            size=size,
+            object_key=key,
+            dataset_offset=offset,
+            transfer_syntax_uid=transfer_syntax_uid,
+            hospital_id=origin.hospital_id,
+            calling_ae=origin.calling_ae,
+            peer_host=origin.peer_host,
+            peer_port=origin.peer_port,
+            rows=int_of(ds, "Rows"),
+            columns=int_of(ds, "Columns"),
+            frames=_frames(ds),
+            received_at=now,
+        ),
+    )
+    jobs.enqueue(conn, "preview", {"version_id": version_id}, dedup_key=f"preview-{version_id}")
+    log.info(
+        "stored %s version %d (%d bytes) from %s@%s",
+        header.sop_instance_uid,
+        version,
+        size,
+        origin.calling_ae,
+        origin.peer_host,
+    )
+    return StoredInstance(
+        header.study_uid,
+        header.series_uid,
+        header.sop_instance_uid,
+        version_id,
+        version,
+        sha256,
+        True,
+    )
+
+
+def _frames(ds: Dataset) -> int:
+    """Number of frames: 0 when the instance has no pixel data in its header's terms."""
+    if int_of(ds, "Rows") is None or int_of(ds, "Columns") is None:
+        return 0
+    return max(int_of(ds, "NumberOfFrames") or 1, 1)
+
+
+def _upsert_study(conn: Connection, header: _Header, origin: Origin, now: datetime) -> int:
+    row = conn.execute(
+        select(studies.c.id, studies.c.hospital_id).where(studies.c.study_uid == header.study_uid)
+    ).first()
+    if row is not None:
+        if row.hospital_id != origin.hospital_id:
+            raise InvalidDataset(
+                "Study Instance UID already belongs to another sending hospital",
+                dicom_status=0xC001,
+            )
+        conn.execute(update(studies).where(studies.c.id == row.id).values(last_received_at=now))
+        return int(row.id)
+    ds = header.ds
+    patient_pk = _upsert_patient(conn, ds, origin.hospital_id)
+    return insert_id(
+        conn,
+        studies.insert().values(
+            study_uid=header.study_uid,
+            hospital_id=origin.hospital_id,
+            patient_pk=patient_pk,
+            study_date=text_of(ds, "StudyDate", 8),
+            study_time=text_of(ds, "StudyTime", 16),
+            description=text_of(ds, "StudyDescription", 64),
+            accession_number=text_of(ds, "AccessionNumber", 16),
+            referring_physician=text_of(ds, "ReferringPhysicianName"),
+            study_id=text_of(ds, "StudyID", 16),
+            first_received_at=now,
+            last_received_at=now,
+        ),
+    )
+
+
+def _upsert_patient(conn: Connection, ds: Dataset, hospital_id: int) -> int:
+    patient_id = text_of(ds, "PatientID", 64)
+    issuer = text_of(ds, "IssuerOfPatientID", 64)
+    row = conn.execute(
+        select(patients.c.id).where(
+            patients.c.hospital_id == hospital_id,
+            patients.c.patient_id == patient_id,
+            patients.c.issuer == issuer,
+        )
+    ).first()
+    if row is not None:
+        return int(row.id)
+    return insert_id(
+        conn,
+        patients.insert().values(
+            hospital_id=hospital_id,
+            patient_id=patient_id,
+            issuer=issuer,
+            name=text_of(ds, "PatientName"),
+            birth_date=text_of(ds, "PatientBirthDate", 8),
+            sex=text_of(ds, "PatientSex", 16),
+        ),
+    )
+
+
+def _upsert_series(conn: Connection, header: _Header, study_pk: int, now: datetime) -> int:
+    row = conn.execute(
+        select(series.c.id, series.c.study_pk).where(series.c.series_uid == header.series_uid)
+    ).first()
+    if row is not None:
+        if row.study_pk != study_pk:
+            raise InvalidDataset(
+                "Series Instance UID already stored in another study", dicom_status=0xC001
+            )
+        conn.execute(update(series).where(series.c.id == row.id).values(last_received_at=now))
+        return int(row.id)
+    ds = header.ds
+    return insert_id(
+        conn,
+        series.insert().values(
+            study_pk=study_pk,
+            series_uid=header.series_uid,
+            modality=text_of(ds, "Modality", 16),
+            series_number=text_of(ds, "SeriesNumber", 12),
+            description=text_of(ds, "SeriesDescription", 64),
+            instance_count=0,
+            last_received_at=now,
+        ),
+    )
