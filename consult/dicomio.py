@@ -11,6 +11,7 @@ import re
 import zlib
 from typing import Any
 
+from pydicom import config as pydicom_config
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.filebase import DicomBytesIO
 from pydicom.filereader import read_dataset
@@ -25,6 +26,10 @@ from pydicom.uid import (
 )
 
 from consult.errors import InvalidDataset
+
+# Received data is read leniently (real equipment sends non-conformant values); what
+# matters is validated by us, explicitly. pydicom's per-value warnings would only flood logs.
+pydicom_config.settings.reading_validation_mode = pydicom_config.IGNORE
 
 IMPLEMENTATION_CLASS_UID = PYDICOM_IMPLEMENTATION_UID + ".7263"
 IMPLEMENTATION_VERSION_NAME = "CONSULT_010"

@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from consult.delivery import KIND as DELIVER_OPINION
+from consult.delivery import handle_deliver_opinion
 from consult.previews import handle_preview
 from consult.services import Services
 
@@ -12,12 +14,5 @@ Handler = Callable[[Services, dict[str, Any]], None]
 
 
 def handlers() -> dict[str, Handler]:
-    """The registry, built on demand so optional modules load only in workers."""
-    registry: dict[str, Handler] = {"preview": handle_preview}
-    try:
-        from consult.delivery import handle_deliver_opinion
-    except ImportError:  # pragma: no cover - until delivery lands
-        pass
-    else:
-        registry["deliver_opinion"] = handle_deliver_opinion
-    return registry
+    """The registry of job kinds a worker runs."""
+    return {"preview": handle_preview, DELIVER_OPINION: handle_deliver_opinion}

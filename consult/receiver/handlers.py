@@ -64,7 +64,8 @@ class StoreHandlers:
     def handle_requested(self, event: Any) -> None:
         """Accept only registered peers: calling AE title from its registered host."""
         assoc = event.assoc
-        calling_ae = str(assoc.requestor.ae_title).strip()
+        # requestor.ae_title is filled in only after EVT_REQUESTED; read the A-ASSOCIATE-RQ.
+        calling_ae = str(assoc.requestor.primitive.calling_ae_title).strip()
         host = str(assoc.requestor.address)
         port = int(assoc.requestor.port)
         try:
@@ -83,9 +84,16 @@ class StoreHandlers:
             return
         if origin is None:
             log.warning("association from unknown peer %s@%s rejected", calling_ae, host)
-            assoc.acse.send_reject(REJECT_PERMANENT, SOURCE_USER, DIAG_CALLING_AE_NOT_RECOGNISED)
+            self._reject(assoc, REJECT_PERMANENT, SOURCE_USER, DIAG_CALLING_AE_NOT_RECOGNISED)
             return
         self._origins[assoc] = origin
+
+    @staticmethod
+    def _reject(assoc: Any, result: int, source: int, diagnostic: int) -> None:
+        """Send A-ASSOCIATE-RJ, then wait (as pynetdicom's own rejections do) until the DUL
+        has sent it; closing at once would make the peer see an abort instead."""
+        assoc.acse.send_reject(result, source, diagnostic)
+        assoc.kill()
 
     def handle_echo(self, event: Any) -> int:
         return 0x0000
