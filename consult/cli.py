@@ -78,6 +78,7 @@ def _configure_logging(verbose: bool) -> None:
     )
     if not verbose:
         logging.getLogger("pynetdicom").setLevel(logging.WARNING)
+        logging.getLogger("alembic").setLevel(logging.WARNING)
 
 
 def _run_web(services: Services, *, ready: str = "") -> None:
