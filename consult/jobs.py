@@ -4,7 +4,12 @@ One queue serves every kind of background work (previews now; deliveries and
 notifications too). A worker claims a job with a lease: one ``UPDATE ... RETURNING``
 that picks the oldest runnable job (``FOR UPDATE SKIP LOCKED`` on PostgreSQL, the
 database write lock on SQLite). A job whose lease ran out (its worker died) is runnable
-again. Failures are retried with exponential backoff up to ``max_attempts``.
+again, unless it has used all its attempts: a job that keeps killing its worker (say, an
+image that exhausts memory) ends ``failed`` instead of looping forever. Failures are
+retried with exponential backoff up to ``max_attempts``.
+
+A claim is held by (worker, attempt): ``complete``, ``fail`` and ``extend_lease`` change
+the job only while that claim is current, and report when it was lost.
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import Connection, and_, or_, select, update
+from sqlalchemy import ColumnElement, Connection, and_, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
 from consult.catalog import Catalog, insert_id, utcnow
@@ -76,9 +81,24 @@ def claim(
 ) -> Job | None:
     """Claim the oldest runnable job for ``worker``, or return None."""
     now = utcnow()
+    expired = and_(jobs.c.status == "running", jobs.c.lease_until < now)
     runnable = or_(
         and_(jobs.c.status == "queued", jobs.c.run_after <= now),
-        and_(jobs.c.status == "running", jobs.c.lease_until < now),
+        and_(expired, jobs.c.attempts < jobs.c.max_attempts),
+    )
+    # Jobs whose workers died on their last attempt are failed for good.
+    dead = select(jobs.c.id).where(expired, jobs.c.attempts >= jobs.c.max_attempts)
+    if not catalog.is_sqlite:
+        dead = dead.with_for_update(skip_locked=True)
+    reap = (
+        update(jobs)
+        .where(jobs.c.id.in_(dead.scalar_subquery()))
+        .values(
+            status="failed",
+            lease_until=None,
+            finished_at=now,
+            last_error="lease expired on the last attempt (the worker stopped or died)",
+        )
     )
     pick = select(jobs.c.id).where(runnable)
     if kinds:
@@ -98,7 +118,10 @@ def claim(
         .returning(jobs.c.id, jobs.c.kind, jobs.c.payload, jobs.c.attempts, jobs.c.max_attempts)
     )
     with catalog.write() as conn:
+        reaped = conn.execute(reap).rowcount
         row = conn.execute(stmt).first()
+    if reaped:
+        log.warning("%d job(s) failed: lease expired on their last attempt", reaped)
     if row is None:
         return None
     return Job(
@@ -110,27 +133,41 @@ def claim(
     )
 
 
+def _held(job: Job, worker: str) -> tuple[ColumnElement[bool], ...]:
+    """The job is still running under this worker's claim (same worker, same attempt)."""
+    return (
+        jobs.c.id == job.id,
+        jobs.c.worker == worker,
+        jobs.c.attempts == job.attempts,
+        jobs.c.status == "running",
+    )
+
+
 def complete(catalog: Catalog, job: Job, worker: str) -> bool:
     """Mark a job done; False if the lease was lost to another worker meanwhile."""
     with catalog.write() as conn:
         result = conn.execute(
             update(jobs)
-            .where(jobs.c.id == job.id, jobs.c.worker == worker, jobs.c.status == "running")
+            .where(*_held(job, worker))
             .values(status="done", finished_at=utcnow(), lease_until=None, last_error=None)
         )
     return result.rowcount == 1
 
 
 def fail(catalog: Catalog, job: Job, worker: str, error: str, *, base_delay: float = 2.0) -> str:
-    """Record a failure: back to the queue with backoff, or failed for good. Returns status."""
+    """Record a failure: back to the queue with backoff, or failed for good.
+
+    Returns the job's new status (``queued`` or ``failed``), or ``lost`` when the claim
+    was lost meanwhile (the lease expired and another worker holds the job).
+    """
     final = job.attempts >= job.max_attempts
     status = "failed" if final else "queued"
     delay = timedelta(seconds=base_delay * (2 ** (job.attempts - 1)))
     now = utcnow()
     with catalog.write() as conn:
-        conn.execute(
+        result = conn.execute(
             update(jobs)
-            .where(jobs.c.id == job.id, jobs.c.worker == worker, jobs.c.status == "running")
+            .where(*_held(job, worker))
             .values(
                 status=status,
                 run_after=now + delay,
@@ -139,7 +176,7 @@ def fail(catalog: Catalog, job: Job, worker: str, error: str, *, base_delay: flo
                 finished_at=now if final else None,
             )
         )
-    return status
+    return status if result.rowcount == 1 else "lost"
 
 
 def extend_lease(catalog: Catalog, job: Job, worker: str, lease_seconds: float = 60) -> bool:
@@ -147,7 +184,7 @@ def extend_lease(catalog: Catalog, job: Job, worker: str, lease_seconds: float =
     with catalog.write() as conn:
         result = conn.execute(
             update(jobs)
-            .where(jobs.c.id == job.id, jobs.c.worker == worker, jobs.c.status == "running")
+            .where(*_held(job, worker))
             .values(lease_until=utcnow() + timedelta(seconds=lease_seconds))
         )
     return result.rowcount == 1

@@ -58,9 +58,14 @@ class Settings(BaseSettings):
     @field_validator("ae_title")
     @classmethod
     def _check_ae(cls, value: str) -> str:
-        if not value or len(value) > 16 or not value.isascii() or "\\" in value:
-            raise ValueError(f"AE title must be 1-16 ASCII characters, got {value!r}")
-        return value
+        if (
+            not value.strip()
+            or len(value) > 16
+            or not all(32 <= ord(c) < 127 for c in value)
+            or "\\" in value
+        ):
+            raise ValueError(f"AE title must be 1-16 printable ASCII characters, got {value!r}")
+        return value.strip()
 
     @property
     def catalog_url(self) -> str:

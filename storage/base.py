@@ -40,14 +40,18 @@ class ObjectStore(Protocol):
 
 
 def check_key(key: str) -> str:
-    """Refuse keys that could escape a folder or confuse a backend."""
+    """Refuse keys that could escape a folder or confuse a backend.
+
+    A key is 1-512 ASCII letters, digits and ``-_./``, made of non-empty parts that do not
+    start with a dot (no ``..``, and no name the local store keeps for its temporary files).
+    Non-ASCII letters are refused too: file systems that normalise Unicode could map two
+    keys to one file.
+    """
     if (
         not key
         or len(key) > 512
-        or key.startswith("/")
-        or "\\" in key
-        or any(part in {"", ".", ".."} for part in key.split("/"))
-        or not all(c.isalnum() or c in "-_./" for c in key)
+        or not all((c.isascii() and c.isalnum()) or c in "-_./" for c in key)
+        or any(not part or part.startswith(".") for part in key.split("/"))
     ):
         raise ValueError(f"invalid object key {key!r}")
     return key

@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import re
 
-_HEX64 = re.compile(r"^[0-9a-f]{64}$")
+_HEX64 = re.compile(r"[0-9a-f]{64}")
 
 
 def digest(value: str) -> str:
@@ -18,7 +18,7 @@ def digest(value: str) -> str:
 
 
 def _check_sha(sha256: str) -> str:
-    if not _HEX64.match(sha256):
+    if not _HEX64.fullmatch(sha256):
         raise ValueError(f"sha256 must be 64 lowercase hex characters, got {sha256!r}")
     return sha256
 

@@ -55,7 +55,8 @@ class S3ObjectStore:
             s3={"addressing_style": "path"},
             connect_timeout=connect_timeout,
             read_timeout=read_timeout,
-            retries={"max_attempts": attempts, "mode": "standard"},
+            # total_max_attempts counts the first try; botocore's max_attempts does not.
+            retries={"total_max_attempts": attempts, "mode": "standard"},
             request_checksum_calculation="when_required",
             response_checksum_validation="when_required",
             max_pool_connections=32,
@@ -92,6 +93,9 @@ class S3ObjectStore:
                 Key=key,
                 Body=data,
                 ContentType=content_type,
+                # With the algorithm named, the endpoint also keeps the checksum (HEAD with
+                # ChecksumMode reports it); it still travels as a plain header, not a trailer.
+                ChecksumAlgorithm="SHA256",
                 ChecksumSHA256=checksum,
             )
         except (ClientError, BotoCoreError) as exc:

@@ -101,21 +101,31 @@ class Catalog:
             raise CatalogUnavailable(f"catalog read failed: {type(exc).__name__}") from exc
 
     def migrate(self) -> None:
-        """Bring the schema up to date; serialised across processes."""
+        """Bring the schema up to date; serialised across processes.
+
+        Raises :class:`CatalogUnavailable` when the database cannot be reached.
+        """
         config = Config()
         config.set_main_option("script_location", str(MIGRATIONS))
-        with self.engine.connect().execution_options(consult_write=True) as conn:
-            if not self.is_sqlite:
-                conn.execute(text("SELECT pg_advisory_lock(7263510)"))
-                conn.commit()
-            try:
-                with conn.begin():
-                    config.attributes["connection"] = conn
-                    command.upgrade(config, "head")
-            finally:
+        try:
+            with self.engine.connect().execution_options(consult_write=True) as conn:
                 if not self.is_sqlite:
-                    conn.execute(text("SELECT pg_advisory_unlock(7263510)"))
+                    conn.execute(text("SELECT pg_advisory_lock(7263510)"))
                     conn.commit()
+                try:
+                    with conn.begin():
+                        config.attributes["connection"] = conn
+                        command.upgrade(config, "head")
+                finally:
+                    if not self.is_sqlite and not conn.invalidated:
+                        conn.execute(text("SELECT pg_advisory_unlock(7263510)"))
+                        conn.commit()
+        except SQLAlchemyError as exc:
+            # No patient data in migrations: the first line of the error helps the operator.
+            reason = (str(exc).splitlines() or [""])[0][:300]
+            raise CatalogUnavailable(
+                f"catalog migration failed: {type(exc).__name__}: {reason}"
+            ) from exc
 
     def dispose(self) -> None:
         self.engine.dispose()
