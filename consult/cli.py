@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import logging
 import signal
 import subprocess
@@ -18,6 +19,10 @@ from consult.services import Services
 from consult.settings import Settings, load_settings
 
 log = logging.getLogger("consult")
+
+# Modules that add their own subcommands: each has ``register(sub)``, which adds parsers
+# with ``set_defaults(handler=fn)``; ``fn(services, args) -> int`` runs with open services.
+EXTENSIONS: tuple[str, ...] = ()
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -235,6 +240,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 return 0
             if args.command == "export":
                 return cmd_export(services, args)
+            if hasattr(args, "handler"):
+                return int(args.handler(services, args))
             return _admin(services, args)
         finally:
             services.close()
