@@ -73,6 +73,8 @@ def _parser() -> argparse.ArgumentParser:
     export.add_argument(
         "--all-versions", action="store_true", help="every version, not just current"
     )
+    for name in EXTENSIONS:
+        importlib.import_module(name).register(sub)
     return p
 
 
