@@ -30,7 +30,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
     sub.add_parser("serve", help="web app + DICOM receiver + workers in one go")
-    sub.add_parser("receive", help="the DICOM receiver only")
+    receive = sub.add_parser("receive", help="the DICOM receiver only")
+    receive.add_argument("--reuse-port", action="store_true", help=argparse.SUPPRESS)
     sub.add_parser("web", help="the web app only")
     sub.add_parser("worker", help="one background worker (previews, deliveries)")
     sub.add_parser("demo", help="create the demo hospitals, users and sample study")
@@ -146,18 +147,71 @@ def cmd_serve(settings: Settings) -> int:
     return 0
 
 
-def cmd_receive(settings: Settings) -> int:
+def cmd_receive(settings: Settings, *, reuse_port: bool = False) -> int:
     from consult.receiver import Receiver
 
-    services = Services.open(settings)
-    receiver = Receiver(services)
+    if settings.receiver_processes > 1 and not reuse_port:
+        return _receive_in_processes(settings)
+    services = Services.open(settings, migrate=not reuse_port)
+    receiver = Receiver(services, reuse_port=reuse_port)
     port = receiver.start()
-    print(f"DICOM receiver {settings.ae_title} listening on port {port}", flush=True)
+    if not reuse_port:
+        print(f"DICOM receiver {settings.ae_title} listening on port {port}", flush=True)
     try:
         _wait_for_signal()
     finally:
         receiver.stop()
         services.close()
+    return 0
+
+
+def _receive_in_processes(settings: Settings) -> int:
+    """Run ``receiver_processes`` receivers sharing one port (SO_REUSEPORT); restart any
+    that dies."""
+    import os
+    import socket
+    import time
+
+    Services.open(settings).close()  # migrate once, before the children start
+    # Hold the port (bound, not listening) so port 0 resolves to one port for all children.
+    holder = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    holder.bind((settings.dicom_host, settings.dicom_port))
+    port = int(holder.getsockname()[1])
+    env = {**os.environ, "CONSULT_DICOM_PORT": str(port)}
+    command = [sys.executable, "-m", "consult", "receive", "--reuse-port"]
+
+    def spawn() -> subprocess.Popen[bytes]:
+        return subprocess.Popen(command, env=env)
+
+    children = [spawn() for _ in range(settings.receiver_processes)]
+    print(
+        f"DICOM receiver {settings.ae_title} listening on port {port} "
+        f"({settings.receiver_processes} processes)",
+        flush=True,
+    )
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    try:
+        while not stop.wait(0.5):
+            for i, child in enumerate(children):
+                if child.poll() is not None:
+                    log.error(
+                        "receiver process %d exited (%s); restarting", child.pid, child.returncode
+                    )
+                    time.sleep(0.5)
+                    children[i] = spawn()
+    finally:
+        for child in children:
+            child.terminate()
+        for child in children:
+            try:
+                child.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                child.kill()
+        holder.close()
     return 0
 
 
@@ -224,7 +278,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "serve":
             return cmd_serve(settings)
         if args.command == "receive":
-            return cmd_receive(settings)
+            return cmd_receive(settings, reuse_port=args.reuse_port)
         if args.command == "worker":
             return cmd_worker(settings)
         services = Services.open(settings)

@@ -49,6 +49,14 @@ class Settings(BaseSettings):
     max_dataset_bytes: int = Field(
         2 * 1024**3, gt=0, description="Largest dataset accepted over C-STORE, in bytes."
     )
+    max_connections_per_peer: int = Field(
+        16,
+        ge=1,
+        description="DICOM connections one peer address may hold open at once (per process).",
+    )
+    receiver_processes: int = Field(
+        1, ge=1, description="Receiver processes `consult receive` runs on the one DICOM port."
+    )
     session_hours: float = Field(12.0, gt=0, description="Lifetime of a login session, in hours.")
     secure_cookies: bool = Field(
         False, description="Mark session cookies Secure (set when served over HTTPS)."

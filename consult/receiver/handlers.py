@@ -23,6 +23,7 @@ from consult import directory
 from consult.catalog import CatalogUnavailable
 from consult.errors import InvalidDataset
 from consult.ingest import Origin, ingest
+from consult.receiver.limits import ConnectionGuard
 from consult.services import Services
 from storage import StorageError
 
@@ -48,8 +49,9 @@ def _status(code: int, comment: str = "") -> Dataset:
 class StoreHandlers:
     """Event handlers bound to the process's services; one instance per receiver."""
 
-    def __init__(self, services: Services) -> None:
+    def __init__(self, services: Services, *, guard: ConnectionGuard | None = None) -> None:
         self.services = services
+        self.guard = guard
         self._origins: weakref.WeakKeyDictionary[Any, Origin] = weakref.WeakKeyDictionary()
 
     def handlers(self) -> list[tuple[Any, Any]]:
@@ -68,6 +70,8 @@ class StoreHandlers:
         calling_ae = str(assoc.requestor.primitive.calling_ae_title).strip()
         host = str(assoc.requestor.address)
         port = int(assoc.requestor.port)
+        if self.guard is not None:
+            self.guard.associated(host, port)
         try:
             with self.services.catalog.write() as conn:
                 peer = directory.find_peer(conn, calling_ae, host)

@@ -1,14 +1,41 @@
-"""Builds the application entity and runs the non-blocking SCP."""
+"""Builds the application entity and runs the non-blocking SCP.
+
+One receiver process is CPU-bound near one core (pynetdicom decodes PDUs in Python under
+the GIL), so ``consult receive`` scales by running several processes on one port: each
+binds with ``SO_REUSEPORT`` and the kernel spreads incoming connections among them.
+"""
 
 from __future__ import annotations
 
 import logging
+import socket
+import threading
 from typing import Any
 
+from pynetdicom.transport import ThreadedAssociationServer
+
 from consult.receiver.handlers import StoreHandlers
+from consult.receiver.limits import ConnectionGuard
 from consult.services import Services
 
 log = logging.getLogger(__name__)
+
+
+class GuardedServer(ThreadedAssociationServer):
+    """pynetdicom's threaded server with per-peer admission and optional SO_REUSEPORT."""
+
+    def __init__(self, *args: Any, guard: ConnectionGuard, reuse_port: bool, **kwargs: Any) -> None:
+        self.guard = guard
+        self.reuse_port = reuse_port
+        super().__init__(*args, **kwargs)
+
+    def server_bind(self) -> None:
+        if self.reuse_port and self.socket is not None:
+            self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        super().server_bind()
+
+    def verify_request(self, request: Any, client_address: Any) -> bool:
+        return self.guard.admit(request, client_address)
 
 
 class Receiver:
@@ -17,9 +44,11 @@ class Receiver:
     ``start()`` binds (port 0 picks a free port) and returns the bound port.
     """
 
-    def __init__(self, services: Services) -> None:
+    def __init__(self, services: Services, *, reuse_port: bool = False) -> None:
         self.services = services
-        self.handlers = StoreHandlers(services)
+        self.guard = ConnectionGuard(per_peer=services.settings.max_connections_per_peer)
+        self.handlers = StoreHandlers(services, guard=self.guard)
+        self.reuse_port = reuse_port
         self._server: Any = None
 
     def _build_ae(self) -> Any:
@@ -31,13 +60,13 @@ class Receiver:
         settings = self.services.settings
         ae = AE(ae_title=settings.ae_title)
         ae.require_called_aet = True
-        # Idle or half-open connections must not hold slots for long (PITFALLS: 11 idle
-        # sockets block pynetdicom's defaults for 30 s).
-        ae.maximum_associations = 64
+        # Connections that never send an A-ASSOCIATE-RQ are dropped after acse_timeout
+        # and, per peer, evicted by newer ones (limits.py); the global cap is generous.
+        ae.maximum_associations = 256
         ae.acse_timeout = 10
         ae.dimse_timeout = 60
         ae.network_timeout = 60
-        ae.maximum_pdu_size = 0  # unlimited: fewer, larger PDUs
+        ae.maximum_pdu_size = 0  # unlimited: fewer, larger PDUs (about 1.2x faster)
         for cx in StoragePresentationContexts:
             ae.add_supported_context(str(cx.abstract_syntax), ALL_TRANSFER_SYNTAXES)
         ae.add_supported_context(Verification, ALL_TRANSFER_SYNTAXES)
@@ -46,12 +75,18 @@ class Receiver:
     def start(self) -> int:
         settings = self.services.settings
         ae = self._build_ae()
-        self._server = ae.start_server(
+        server = ae.make_server(
             (settings.dicom_host, settings.dicom_port),
-            block=False,
             evt_handlers=self.handlers.handlers(),
+            server_class=GuardedServer,
+            guard=self.guard,
+            reuse_port=self.reuse_port,
         )
-        port = int(self._server.server_address[1])
+        ae._servers.append(server)  # so that server.shutdown() can deregister it
+        thread = threading.Thread(target=server.serve_forever, name="dicom-accept", daemon=True)
+        thread.start()
+        self._server = server
+        port = int(server.server_address[1])
         log.info(
             "DICOM receiver %s listening on %s:%d", settings.ae_title, settings.dicom_host, port
         )

@@ -1,0 +1,235 @@
+"""Who may see which study: the one access check, and the audit event it writes.
+
+The rule: a user sees a study only if their hospital sent it (``studies.hospital_id``) or
+their hospital is the requesting or target hospital of a consultation on it. Every route
+that returns patient data (pages, previews, API) goes through :func:`require_study`;
+:func:`require_consultation` and :func:`require_preview` find the study first and then
+call it. A study the user may not see is answered as not found (404, so its existence is
+not revealed) and audited as denied. Preview reads are audited once per (session, instance
+version) through the audit ``dedup_key``, not once per image.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from sqlalchemy import ColumnElement, Connection, or_, select
+
+from consult import audit
+from consult.audit import Actor, Outcome
+from consult.catalog import Catalog
+from consult.catalog.tables import (
+    consultations,
+    instance_versions,
+    instances,
+    previews,
+    series,
+    studies,
+)
+from consult.directory import User
+from consult.errors import ConsultationNotFound, NotFound, StudyNotFound
+
+_UID = re.compile(r"^[0-9]+(\.[0-9]+)*$")
+
+
+def valid_uid(value: str) -> bool:
+    """A DICOM UID: digits and dots, at most 64 characters."""
+    return 0 < len(value) <= 64 and _UID.match(value) is not None
+
+
+@dataclass(frozen=True)
+class StudyRef:
+    """The study a check granted access to."""
+
+    pk: int
+    study_uid: str
+    hospital_id: int
+
+
+@dataclass(frozen=True)
+class PreviewRef:
+    """A preview image a check granted access to."""
+
+    id: int
+    frame: int
+    status: str
+    object_key: str | None
+    media_type: str | None
+    version_pk: int
+    sha256: str
+    study: StudyRef
+
+
+def visible_to(hospital_id: int) -> ColumnElement[bool]:
+    """SQL condition on ``studies``: the study is visible to users of ``hospital_id``."""
+    taking_part = select(consultations.c.study_pk).where(
+        or_(
+            consultations.c.requesting_hospital_id == hospital_id,
+            consultations.c.target_hospital_id == hospital_id,
+        )
+    )
+    return or_(studies.c.hospital_id == hospital_id, studies.c.id.in_(taking_part))
+
+
+def _decide(
+    conn: Connection, user: User, study_uid: str, via_consultation: int | None
+) -> tuple[StudyRef | None, str]:
+    if not valid_uid(study_uid):
+        return None, "malformed study UID"
+    row = conn.execute(
+        select(studies.c.id, studies.c.study_uid, studies.c.hospital_id).where(
+            studies.c.study_uid == study_uid
+        )
+    ).first()
+    if row is None:
+        return None, "no such study"
+    ref = StudyRef(pk=row.id, study_uid=row.study_uid, hospital_id=row.hospital_id)
+    if via_consultation is not None:
+        consult = conn.execute(
+            select(consultations).where(
+                consultations.c.id == via_consultation, consultations.c.study_pk == ref.pk
+            )
+        ).first()
+        if consult is None or user.hospital_id not in (
+            consult.requesting_hospital_id,
+            consult.target_hospital_id,
+        ):
+            return None, "hospital takes no part in the consultation"
+        return ref, ""
+    allowed = conn.execute(
+        select(studies.c.id).where(studies.c.id == ref.pk, visible_to(user.hospital_id))
+    ).first()
+    if allowed is None:
+        return None, "hospital neither sent the study nor takes part in a consultation on it"
+    return ref, ""
+
+
+def require_study(
+    catalog: Catalog,
+    user: User,
+    study_uid: str,
+    *,
+    action: str,
+    client: str,
+    via_consultation: int | None = None,
+    audit_object: tuple[str, str] | None = None,
+    dedup_key: str | None = None,
+) -> StudyRef:
+    """The study if ``user`` may see it, else :class:`StudyNotFound`; audited either way.
+
+    ``via_consultation`` narrows the check to one consultation the user's hospital must
+    take part in. ``audit_object`` names what is read (default: the study), and
+    ``dedup_key`` makes a successful read audited only once.
+    """
+    object_type, object_id = audit_object or ("study", study_uid[:128])
+    with catalog.read() as conn:
+        ref, reason = _decide(conn, user, study_uid, via_consultation)
+        if ref is not None and dedup_key is not None and audit.seen(conn, dedup_key):
+            return ref
+    actor = Actor(user_id=user.id, username=user.username, client=client)
+    with catalog.write() as conn:
+        audit.record(
+            conn,
+            actor,
+            action=action,
+            object_type=object_type,
+            object_id=object_id,
+            outcome=Outcome.SUCCESS if ref is not None else Outcome.DENIED,
+            detail=reason,
+            dedup_key=dedup_key if ref is not None else None,
+        )
+    if ref is None:
+        raise StudyNotFound("study not found")
+    return ref
+
+
+def _deny(catalog: Catalog, actor: Actor, action: str, object_type: str, object_id: str) -> None:
+    with catalog.write() as conn:
+        audit.record(
+            conn,
+            actor,
+            action=action,
+            object_type=object_type,
+            object_id=object_id,
+            outcome=Outcome.DENIED,
+            detail="no such object",
+        )
+
+
+def require_consultation(
+    catalog: Catalog, user: User, consultation_id: int, *, action: str, client: str
+) -> StudyRef:
+    """The consultation's study if ``user``'s hospital takes part in it; else 404, audited."""
+    with catalog.read() as conn:
+        study_uid = conn.execute(
+            select(studies.c.study_uid)
+            .join(consultations, consultations.c.study_pk == studies.c.id)
+            .where(consultations.c.id == consultation_id)
+        ).scalar_one_or_none()
+    if study_uid is None:
+        actor = Actor(user_id=user.id, username=user.username, client=client)
+        _deny(catalog, actor, action, "consultation", str(consultation_id))
+        raise ConsultationNotFound("consultation not found")
+    try:
+        return require_study(
+            catalog,
+            user,
+            study_uid,
+            action=action,
+            client=client,
+            via_consultation=consultation_id,
+            audit_object=("consultation", str(consultation_id)),
+        )
+    except StudyNotFound:
+        raise ConsultationNotFound("consultation not found") from None
+
+
+def require_preview(
+    catalog: Catalog, user: User, preview_id: int, *, client: str, session_key: str
+) -> PreviewRef:
+    """A preview image if ``user`` may see its study; audited once per session and version."""
+    with catalog.read() as conn:
+        row = conn.execute(
+            select(
+                previews.c.id,
+                previews.c.frame,
+                previews.c.status,
+                previews.c.object_key,
+                previews.c.media_type,
+                previews.c.version_pk,
+                instance_versions.c.sha256,
+                studies.c.study_uid,
+            )
+            .join(instance_versions, instance_versions.c.id == previews.c.version_pk)
+            .join(instances, instances.c.id == instance_versions.c.instance_pk)
+            .join(series, series.c.id == instances.c.series_pk)
+            .join(studies, studies.c.id == series.c.study_pk)
+            .where(previews.c.id == preview_id)
+        ).first()
+    if row is None:
+        actor = Actor(user_id=user.id, username=user.username, client=client)
+        _deny(catalog, actor, "preview.read", "preview", str(preview_id))
+        raise NotFound("preview not found")
+    try:
+        study = require_study(
+            catalog,
+            user,
+            row.study_uid,
+            action="preview.read",
+            client=client,
+            audit_object=("instance_version", str(row.version_pk)),
+            dedup_key=f"preview:{session_key}:{row.version_pk}",
+        )
+    except StudyNotFound:
+        raise NotFound("preview not found") from None
+    return PreviewRef(
+        id=row.id,
+        frame=row.frame,
+        status=row.status,
+        object_key=row.object_key,
+        media_type=row.media_type,
+        version_pk=row.version_pk,
+        sha256=row.sha256,
+        study=study,
+    )
