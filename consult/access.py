@@ -14,7 +14,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from sqlalchemy import ColumnElement, Connection, or_, select
+from sqlalchemy import ColumnElement, Connection, and_, or_, select
 
 from consult import audit
 from consult.audit import Actor, Outcome
@@ -63,10 +63,14 @@ class PreviewRef:
 
 def visible_to(hospital_id: int) -> ColumnElement[bool]:
     """SQL condition on ``studies``: the study is visible to users of ``hospital_id``."""
+    # A hospital that declined a consultation takes no part in it any more.
     taking_part = select(consultations.c.study_pk).where(
         or_(
             consultations.c.requesting_hospital_id == hospital_id,
-            consultations.c.target_hospital_id == hospital_id,
+            and_(
+                consultations.c.target_hospital_id == hospital_id,
+                consultations.c.status != "declined",
+            ),
         )
     )
     return or_(studies.c.hospital_id == hospital_id, studies.c.id.in_(taking_part))
@@ -91,10 +95,11 @@ def _decide(
                 consultations.c.id == via_consultation, consultations.c.study_pk == ref.pk
             )
         ).first()
-        if consult is None or user.hospital_id not in (
-            consult.requesting_hospital_id,
-            consult.target_hospital_id,
-        ):
+        taking_part = consult is not None and (
+            user.hospital_id == consult.requesting_hospital_id
+            or (user.hospital_id == consult.target_hospital_id and consult.status != "declined")
+        )
+        if not taking_part:
             return None, "hospital takes no part in the consultation"
         return ref, ""
     allowed = conn.execute(

@@ -207,7 +207,10 @@ def test_declined_consultation_is_final(world: World) -> None:
         cid = request_consultation(referring, world)
         declined = specialist.post(f"/api/consultations/{cid}/decline")
         assert declined.json()["status"] == "declined"
-        assert specialist.post(f"/api/consultations/{cid}/accept").status_code == 409
+        # The declining hospital takes no part any more: the consultation and study are gone
+        # from its view (404, as for any study it may not see).
+        assert specialist.post(f"/api/consultations/{cid}/accept").status_code == 404
+        assert specialist.get(f"/api/consultations/{cid}").status_code == 404
         refused = referring.post(f"/api/consultations/{cid}/messages", json={"body": "Why?"})
         assert refused.status_code == 409
         # Once declined, the same hospital may be asked again.
