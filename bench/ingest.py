@@ -1,0 +1,276 @@
+"""Ingest benchmark: C-STORE throughput of our receiver against two baselines.
+
+Workload: 300 CT instances, 512x512 int16 (about 525 KB each), generated deterministically,
+sent by dcmtk ``storescu`` over loopback, with ``TCP_NODELAY=1`` in its environment (dcmtk
+leaves Nagle on otherwise) and, for comparison, without it.
+
+Receivers, measured in the same run, each started fresh per run (so every instance is new):
+- ours: ``consult receive`` (durable + indexed: folder store with fsync, SQLite catalog with
+  synchronous=FULL; no preview workers), 1 process for 1 association, and
+  ``CONSULT_RECEIVER_PROCESSES`` processes sharing the port for 4 parallel associations;
+- dcmtk ``storescp`` writing files;
+- a bare pynetdicom SCP writing files (bench/bare_scp.py).
+
+Reports the median of N runs (default 5) in instances/s, the ratio to the baselines, and
+the receiver's CPU time per instance (user+system of its whole process tree).
+
+usage: python bench/ingest.py [--runs 5] [--count 300] [--processes N] [--s3] [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
+
+ROOT = Path(__file__).resolve().parent.parent
+TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def generate(folder: Path, count: int) -> list[Path]:
+    """``count`` CT slices, 512x512 int16, deterministic UIDs and pixels."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(20261129)
+    study = generate_uid(entropy_srcs=["bench-ingest-study"])
+    series = generate_uid(entropy_srcs=["bench-ingest-series"])
+    base = rng.integers(-1000, 1500, size=(512, 512), dtype=np.int16)
+    paths = []
+    for i in range(count):
+        path = folder / f"ct-{i:04d}.dcm"
+        paths.append(path)
+        if path.exists():
+            continue
+        ds = Dataset()
+        ds.file_meta = FileMetaDataset()
+        ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+        ds.SOPClassUID = CTImageStorage
+        ds.SOPInstanceUID = generate_uid(entropy_srcs=["bench-ingest", str(i)])
+        ds.StudyInstanceUID, ds.SeriesInstanceUID = study, series
+        ds.PatientName, ds.PatientID = "BENCH^Ingest", "BENCH-1"
+        ds.Modality, ds.InstanceNumber = "CT", i + 1
+        ds.Rows = ds.Columns = 512
+        ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+        ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 1
+        ds.RescaleIntercept, ds.RescaleSlope = 0, 1
+        ds.PixelData = np.roll(base, i, axis=0).tobytes()
+        ds.save_as(path, enforce_file_format=True)
+    return paths
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_port(port: int, proc: subprocess.Popen[bytes], timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"receiver exited with {proc.returncode}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"port {port} not ready within {timeout} s")
+
+
+def tree_cpu(pid: int) -> float:
+    """User+system CPU seconds of a process and its descendants (Linux /proc)."""
+    total = 0.0
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        total += (int(fields[11]) + int(fields[12])) / TICKS
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            for child in (task / "children").read_text().split():
+                total += tree_cpu(int(child))
+    except (FileNotFoundError, ProcessLookupError):
+        pass
+    return total
+
+
+Receiver = Callable[[Path, int], "subprocess.Popen[bytes]"]
+
+
+def ours(processes: int, s3: str = "") -> Receiver:
+    def start(work: Path, port: int) -> subprocess.Popen[bytes]:
+        env = {
+            **os.environ,
+            "CONSULT_DATA_DIR": str(work / "data"),
+            "CONSULT_DICOM_PORT": str(port),
+            "CONSULT_DICOM_HOST": "127.0.0.1",
+            "CONSULT_RECEIVER_PROCESSES": str(processes),
+            "CONSULT_S3_ENDPOINT": s3,
+            "CONSULT_S3_BUCKET": f"bench-{port}",
+            "CONSULT_S3_ACCESS_KEY": "bench",
+            "CONSULT_S3_SECRET_KEY": "bench",
+        }
+        consult = [sys.executable, "-m", "consult"]
+        setup = [
+            ["hospitals", "add", "Bench"],
+            ["peers", "add", "--hospital", "Bench", "--ae", "BENCHSCU", "--host", "127.0.0.1"],
+        ]
+        for args in setup:
+            subprocess.run([*consult, *args], env=env, check=True, capture_output=True)
+        return subprocess.Popen(
+            [*consult, "receive"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+
+    return start
+
+
+def storescp(work: Path, port: int) -> subprocess.Popen[bytes]:
+    out = work / "out"
+    out.mkdir()
+    return subprocess.Popen(
+        ["storescp", "-od", str(out), "+xa", str(port)],
+        env={**os.environ, "TCP_NODELAY": "1"},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
+def bare(work: Path, port: int) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [sys.executable, str(ROOT / "bench" / "bare_scp.py"), str(port), str(work / "out")],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
+@contextmanager
+def running(start: Receiver) -> Iterator[tuple[int, subprocess.Popen[bytes]]]:
+    work = Path(tempfile.mkdtemp(prefix="bench-ingest-"))
+    port = free_port()
+    proc = start(work, port)
+    try:
+        wait_port(port, proc)
+        yield port, proc
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def send(port: int, files: list[Path], associations: int, nodelay: bool) -> float:
+    env = {"PATH": os.environ.get("PATH", "/usr/bin")}
+    if nodelay:
+        env["TCP_NODELAY"] = "1"
+    chunks = [files[i::associations] for i in range(associations)]
+    began = time.perf_counter()
+    procs = [
+        subprocess.Popen(
+            [
+                "storescu",
+                "-aet",
+                "BENCHSCU",
+                "-aec",
+                "CONSULT",
+                "127.0.0.1",
+                str(port),
+                *map(str, chunk),
+            ],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        for chunk in chunks
+    ]
+    for p in procs:
+        _, err = p.communicate(timeout=600)
+        if p.returncode != 0:
+            raise RuntimeError(f"storescu failed: {err.decode(errors='replace')[-500:]}")
+    return time.perf_counter() - began
+
+
+def measure(
+    start: Receiver, files: list[Path], associations: int, nodelay: bool, runs: int
+) -> tuple[float, float]:
+    """Median instances/s and median receiver CPU ms per instance."""
+    rates, cpus = [], []
+    for _ in range(runs):
+        with running(start) as (port, proc):
+            cpu0 = tree_cpu(proc.pid)
+            seconds = send(port, files, associations, nodelay)
+            cpus.append((tree_cpu(proc.pid) - cpu0) * 1000 / len(files))
+        rates.append(len(files) / seconds)
+    return statistics.median(rates), statistics.median(cpus)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--count", type=int, default=300)
+    parser.add_argument("--processes", type=int, default=os.cpu_count() or 2)
+    parser.add_argument("--s3", action="store_true", help="also our receiver on moto's S3")
+    parser.add_argument("--quick", action="store_true", help="skip the runs without TCP_NODELAY")
+    args = parser.parse_args()
+    for tool in ("storescu", "storescp"):
+        if shutil.which(tool) is None:
+            sys.exit(f"{tool} not found (apt-get install dcmtk)")
+    files = generate(Path(tempfile.gettempdir()) / "consult-bench-ct", args.count)
+    print(
+        f"{len(files)} instances, {files[0].stat().st_size / 1024:.0f} KiB each; "
+        f"median of {args.runs} runs; {os.cpu_count()} CPUs; load {os.getloadavg()[0]:.2f}"
+    )
+    rows: list[tuple[str, float, float]] = []
+
+    def row(name: str, start: Receiver, assocs: int, nodelay: bool = True, runs: int = 0) -> float:
+        rate, cpu = measure(start, files, assocs, nodelay, runs or args.runs)
+        rows.append((name, rate, cpu))
+        print(f"  {name:<52} {rate:7.1f} inst/s  {cpu:6.2f} ms CPU/inst", flush=True)
+        return rate
+
+    bare1 = row("bare pynetdicom SCP, 1 association", bare, 1)
+    dcmtk1 = row("dcmtk storescp, 1 association", storescp, 1)
+    ours1 = row("consult receive, 1 association", ours(1), 1)
+    ours4 = row(
+        f"consult receive x{args.processes} processes, 4 associations", ours(args.processes), 4
+    )
+    bare4 = row("bare pynetdicom SCP, 4 associations", bare, 4)
+    if not args.quick:
+        slow = max(1, args.runs // 2)
+        row("consult receive, 1 association, no TCP_NODELAY", ours(1), 1, False, slow)
+        row("dcmtk storescp, 1 association, no TCP_NODELAY", storescp, 1, False, slow)
+    if args.s3:
+        from moto.server import ThreadedMotoServer
+
+        port = free_port()
+        server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+        server.start()
+        try:
+            row(
+                "consult receive on moto S3, 1 association (report only)",
+                ours(1, f"http://127.0.0.1:{port}"),
+                1,
+                True,
+                max(1, args.runs // 2),
+            )
+        finally:
+            server.stop()
+    print()
+    print(f"ours 1 assoc / bare pynetdicom 1 assoc:        {ours1 / bare1:.2f}x  (target >= 1.0)")
+    print(f"ours 4 assoc / bare pynetdicom 1 assoc:        {ours4 / bare1:.2f}x  (target >= 1.5)")
+    print(f"ours 4 assoc / bare pynetdicom 4 assoc:        {ours4 / bare4:.2f}x")
+    print(f"ours 1 assoc / dcmtk storescp 1 assoc:         {ours1 / dcmtk1:.2f}x")
+
+
+if __name__ == "__main__":
+    main()
