@@ -1,5 +1,21 @@
-"""Everything about showing pixels: rendering frames, previews, (later) deep-zoom tiles."""
+"""Everything about showing pixels: the pixel pipeline, previews, (later) deep-zoom tiles."""
 
-from viewer.render import NoImage, RenderedFrame, RenderError, render_frames
+from viewer.errors import NoImage, RenderError
+from viewer.luts import LookupTable, Preset, Rescale, Window, presets_for
+from viewer.pixels import FrameSource, open_frames
+from viewer.render import RenderedFrame, encode_png, render_frames
 
-__all__ = ["NoImage", "RenderError", "RenderedFrame", "render_frames"]
+__all__ = [
+    "FrameSource",
+    "LookupTable",
+    "NoImage",
+    "Preset",
+    "RenderError",
+    "RenderedFrame",
+    "Rescale",
+    "Window",
+    "encode_png",
+    "open_frames",
+    "presets_for",
+    "render_frames",
+]
