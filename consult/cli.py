@@ -22,7 +22,7 @@ log = logging.getLogger("consult")
 
 # Modules that add their own subcommands: each has ``register(sub)``, which adds parsers
 # with ``set_defaults(handler=fn)``; ``fn(services, args) -> int`` runs with open services.
-EXTENSIONS: tuple[str, ...] = ()
+EXTENSIONS: tuple[str, ...] = ("consult.cli_ingest", "consult.cli_render", "consult.cli_previews")
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import re
+import struct
 import zlib
 from typing import Any
 
@@ -148,3 +149,91 @@ def split_part10(blob: bytes) -> tuple[FileMetaDataset, int]:
     if "TransferSyntaxUID" not in meta:
         raise InvalidDataset("file meta has no Transfer Syntax UID")
     return meta, fp.tell()
+
+
+# Explicit VRs whose length field is 4 bytes (after 2 reserved bytes), PS3.5 7.1.2.
+_LONG_VRS = frozenset(b"OB OD OF OL OV OW SQ SV UC UN UR UT UV".split())
+_VRS = _LONG_VRS | frozenset(
+    b"AE AS AT CS DA DS DT FL FD IS LO LT PN SH SL SS ST TM UI UL US".split()
+)
+_UNDEFINED = 0xFFFFFFFF
+
+
+def check_complete(data: bytes, transfer_syntax_uid: str) -> None:
+    """Refuse (0xC210) a dataset whose encoding ends early: an element longer than the bytes
+    left, or a sequence never closed. pydicom reads such data silently (PITFALLS).
+
+    Only element headers are read, never values, with an explicit stack instead of
+    recursion, so deep nesting costs nothing more than its bytes.
+    """
+    ts = UID(transfer_syntax_uid)
+    buffer = data
+    if ts == DeflatedExplicitVRLittleEndian:
+        inflater = zlib.decompressobj(-zlib.MAX_WBITS)
+        try:
+            buffer = inflater.decompress(data, 64 * 1024 * 1024)
+        except zlib.error as exc:
+            raise InvalidDataset(f"deflated dataset does not inflate: {exc}") from None
+        if inflater.unconsumed_tail:
+            return  # inflates to more than we walk here; read_header checked its start
+        if not inflater.eof:
+            raise InvalidDataset("deflated dataset ends before its deflate stream does")
+    little = ts != ExplicitVRBigEndian
+    implicit = ts == ImplicitVRLittleEndian
+    if len(buffer) >= 6:  # follow pydicom, which trusts the first element over the syntax
+        implicit = buffer[4:6] not in _VRS
+    _walk_headers(buffer, little=little, implicit=implicit)
+
+
+def _walk_headers(buf: bytes, *, little: bool, implicit: bool) -> None:
+    end = len(buf)
+    tag_fmt, u32 = ("<HH", "<L") if little else (">HH", ">L")
+    u16 = "<H" if little else ">H"
+    # Open undefined-length sequences and items: (is_item, implicit VR inside).
+    stack: list[tuple[bool, bool]] = []
+    pos = 0
+    while pos < end:
+        if end - pos < 8:
+            if not any(buf[pos:]):
+                break  # trailing zero padding
+            raise InvalidDataset("dataset ends inside an element header")
+        group, elem = struct.unpack_from(tag_fmt, buf, pos)
+        if group == 0xFFFE:
+            (length,) = struct.unpack_from(u32, buf, pos + 4)
+            pos += 8
+            if elem == 0xE000 and length == _UNDEFINED:
+                stack.append((True, stack[-1][1] if stack else implicit))
+            elif elem == 0xE000:
+                pos += length
+            elif elem == 0xE00D and stack and stack[-1][0]:
+                stack.pop()
+            elif elem == 0xE0DD:
+                while stack and stack.pop()[0]:
+                    pass
+        else:
+            here_implicit = stack[-1][1] if stack else implicit
+            vr = b""
+            if here_implicit:
+                (length,) = struct.unpack_from(u32, buf, pos + 4)
+                pos += 8
+            else:
+                vr = buf[pos + 4 : pos + 6]
+                if vr not in _VRS:
+                    raise InvalidDataset("dataset has an element with an unknown VR")
+                if vr in _LONG_VRS:
+                    if end - pos < 12:
+                        raise InvalidDataset("dataset ends inside an element header")
+                    (length,) = struct.unpack_from(u32, buf, pos + 8)
+                    pos += 12
+                else:
+                    (length,) = struct.unpack_from(u16, buf, pos + 6)
+                    pos += 8
+            if length == _UNDEFINED:
+                # The items of an undefined-length UN are implicit VR (PS3.5 6.2.2).
+                stack.append((False, True if vr == b"UN" else here_implicit))
+            else:
+                pos += length
+        if pos > end:
+            raise InvalidDataset("dataset is truncated: an element is longer than the data")
+    if stack:
+        raise InvalidDataset("dataset is truncated: a sequence is never closed")

@@ -31,6 +31,7 @@ from consult import jobs
 from consult.catalog import CatalogUnavailable, insert_id, utcnow
 from consult.catalog.tables import instance_versions, instances, patients, series, studies
 from consult.dicomio import (
+    check_complete,
     check_uid,
     file_meta,
     int_of,
@@ -85,6 +86,7 @@ def _validate(data: bytes, transfer_syntax_uid: str, max_bytes: int) -> _Header:
             dicom_status=0xC004,
         )
     ds = read_header(data, transfer_syntax_uid)
+    check_complete(data, transfer_syntax_uid)
     return _Header(
         study_uid=check_uid(ds.get("StudyInstanceUID"), "Study Instance UID"),
         series_uid=check_uid(ds.get("SeriesInstanceUID"), "Series Instance UID"),
@@ -124,7 +126,9 @@ def ingest(
         )
     sha256 = hashlib.sha256(data).hexdigest()
 
+    lock_timeout = services.settings.catalog_lock_timeout
     with services.catalog.read() as conn:
+        _bound_lock_wait(conn, lock_timeout)
         known = _find_version(conn, header.sop_instance_uid, sha256)
     if known is not None:
         return StoredInstance(
@@ -144,6 +148,7 @@ def ingest(
     for attempt in range(3):
         try:
             with services.catalog.write() as conn:
+                _bound_lock_wait(conn, lock_timeout)
                 return _index(
                     conn, header, origin, sha256, len(data), key, len(prefix), transfer_syntax_uid
                 )
@@ -162,6 +167,14 @@ def ingest_file(services: Services, path: Path, *, origin: Origin) -> StoredInst
     return ingest(
         services, blob[offset:], transfer_syntax_uid=str(meta.TransferSyntaxUID), origin=origin
     )
+
+
+def _bound_lock_wait(conn: Connection, seconds: float) -> None:
+    """On PostgreSQL, wait at most ``seconds`` for a lock in this transaction (the default
+    is forever: a table locked elsewhere would hold the C-STORE until the sender aborts).
+    SQLite's busy timeout, set on the engine, plays this part there."""
+    if conn.dialect.name == "postgresql":
+        conn.exec_driver_sql(f"SET LOCAL lock_timeout = {max(int(seconds * 1000), 1)}")
 
 
 def _find_version(conn: Connection, sop_instance_uid: str, sha256: str) -> tuple[int, int] | None:

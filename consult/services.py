@@ -18,6 +18,10 @@ def open_store(settings: Settings) -> ObjectStore:
             access_key=settings.s3_access_key,
             secret_key=settings.s3_secret_key,
             region=settings.s3_region,
+            # Short, so that a C-STORE answers 0xA700 before the sender gives up.
+            connect_timeout=settings.s3_connect_timeout,
+            read_timeout=settings.s3_read_timeout,
+            attempts=settings.s3_attempts,
         )
         s3.ensure_bucket()
         return s3
@@ -33,7 +37,9 @@ class Services:
     @classmethod
     def open(cls, settings: Settings, *, migrate: bool = True) -> Services:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
-        catalog = Catalog(settings.catalog_url)
+        catalog = Catalog(
+            settings.catalog_url, busy_timeout_ms=int(settings.catalog_lock_timeout * 1000)
+        )
         if migrate:
             catalog.migrate()
         return cls(settings=settings, catalog=catalog, store=open_store(settings))

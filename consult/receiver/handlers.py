@@ -73,18 +73,21 @@ class StoreHandlers:
         if self.guard is not None:
             self.guard.associated(host, port)
         try:
-            with self.services.catalog.write() as conn:
+            # A read for registered peers: a write transaction here would make every
+            # association wait for (and fail on) a catalog write lock held elsewhere.
+            with self.services.catalog.read() as conn:
                 peer = directory.find_peer(conn, calling_ae, host)
-                if peer is None and self.services.settings.accept_unknown_peers:
+            if peer is not None:
+                origin: Origin | None = Origin(peer.hospital_id, calling_ae, host, port)
+            elif self.services.settings.accept_unknown_peers:
+                with self.services.catalog.write() as conn:
                     hospital = directory.get_or_add_hospital(conn, directory.UNKNOWN_SENDER)
-                    origin = Origin(hospital.id, calling_ae, host, port)
-                elif peer is None:
-                    origin = None
-                else:
-                    origin = Origin(peer.hospital_id, calling_ae, host, port)
+                origin = Origin(hospital.id, calling_ae, host, port)
+            else:
+                origin = None
         except CatalogUnavailable:
             log.warning("catalog unavailable; association from %s@%s refused", calling_ae, host)
-            assoc.acse.send_reject(REJECT_TRANSIENT, SOURCE_PRESENTATION, DIAG_TEMPORARY_CONGESTION)
+            self._reject(assoc, REJECT_TRANSIENT, SOURCE_PRESENTATION, DIAG_TEMPORARY_CONGESTION)
             return
         if origin is None:
             log.warning("association from unknown peer %s@%s rejected", calling_ae, host)
