@@ -33,7 +33,8 @@ def _parser() -> argparse.ArgumentParser:
     receive = sub.add_parser("receive", help="the DICOM receiver only")
     receive.add_argument("--reuse-port", action="store_true", help=argparse.SUPPRESS)
     sub.add_parser("web", help="the web app only")
-    sub.add_parser("worker", help="one background worker (previews, deliveries)")
+    worker = sub.add_parser("worker", help="one background worker (previews, deliveries)")
+    worker.add_argument("--exit-with-parent", action="store_true", help=argparse.SUPPRESS)
     sub.add_parser("demo", help="create the demo hospitals, users and sample study")
     sub.add_parser("migrate", help="bring the catalog schema up to date")
 
@@ -123,9 +124,14 @@ def cmd_serve(settings: Settings) -> int:
     receiver = Receiver(services)
     port = receiver.start()
     children = [
-        subprocess.Popen([sys.executable, "-m", "consult", "worker"])
+        subprocess.Popen([sys.executable, "-m", "consult", "worker", "--exit-with-parent"])
         for _ in range(settings.workers)
     ]
+    # uvicorn re-raises the signal that stopped it once it has restored the previous
+    # handlers; with these no-op handlers in place that lands here and the cleanup below
+    # runs (with the default ones the process would die and orphan its workers).
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: None)
     try:
         _run_web(
             services,
@@ -215,13 +221,24 @@ def _receive_in_processes(settings: Settings) -> int:
     return 0
 
 
-def cmd_worker(settings: Settings) -> int:
+def cmd_worker(settings: Settings, *, exit_with_parent: bool = False) -> int:
+    import os
+
     from consult.worker import Worker
 
     services = Services.open(settings, migrate=False)
     worker = Worker(services)
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: worker.stop())
+    if exit_with_parent:  # started by `serve`: never outlive it, even if it was SIGKILLed
+        parent = os.getppid()
+
+        def watch() -> None:
+            while not worker.stopping.wait(1.0):
+                if os.getppid() != parent:
+                    worker.stop()
+
+        threading.Thread(target=watch, daemon=True, name="parent-watch").start()
     try:
         worker.run()
     finally:
@@ -280,7 +297,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "receive":
             return cmd_receive(settings, reuse_port=args.reuse_port)
         if args.command == "worker":
-            return cmd_worker(settings)
+            return cmd_worker(settings, exit_with_parent=args.exit_with_parent)
         services = Services.open(settings)
         try:
             if args.command == "web":

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 
 from sqlalchemy import Connection, func, select
 
@@ -25,6 +25,7 @@ from consult.catalog.tables import (
     studies,
 )
 from consult.errors import StudyNotFound
+from consult.receipt import is_stable
 
 
 @dataclass(frozen=True)
@@ -106,11 +107,6 @@ def display_name(person_name: str) -> str:
     if family and (given or rest):
         return f"{family}, {' '.join(p for p in (given, rest) if p)}"
     return family or given or rest
-
-
-def is_stable(last_received_at: datetime, stable_seconds: float, now: datetime) -> bool:
-    """A study is stable once nothing arrived for ``stable_seconds``."""
-    return now - as_utc(last_received_at) >= timedelta(seconds=stable_seconds)
 
 
 def _number_key(value: str) -> tuple[int, int, str]:
