@@ -19,7 +19,11 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from dataclasses import dataclass
+import threading
+import time
+import weakref
+from collections import OrderedDict
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
@@ -28,7 +32,7 @@ from sqlalchemy import Connection, func, select, update
 from sqlalchemy.exc import IntegrityError
 
 from consult import jobs
-from consult.catalog import CatalogUnavailable, insert_id, utcnow
+from consult.catalog import Catalog, CatalogUnavailable, insert_id, utcnow
 from consult.catalog.tables import instance_versions, instances, patients, series, studies
 from consult.dicomio import (
     check_complete,
@@ -126,15 +130,9 @@ def ingest(
         )
     sha256 = hashlib.sha256(data).hexdigest()
 
+    # No catalog read first: an identical retry (rare) rewrites the same bytes under the
+    # same key, and the index transaction then finds the version and changes nothing.
     lock_timeout = services.settings.catalog_lock_timeout
-    with services.catalog.read() as conn:
-        _bound_lock_wait(conn, lock_timeout)
-        known = _find_version(conn, header.sop_instance_uid, sha256)
-    if known is not None:
-        return StoredInstance(
-            header.study_uid, header.series_uid, header.sop_instance_uid, *known, sha256, False
-        )
-
     key = instance_key(header.study_uid, header.sop_instance_uid, sha256)
     meta = file_meta(
         sop_class_uid=header.sop_class_uid,
@@ -143,15 +141,26 @@ def ingest(
         source_ae=origin.calling_ae,
     )
     prefix = part10_prefix(meta)
-    services.store.put(key, prefix + data, content_type="application/dicom")
+    _put_once(services, key, prefix + data)
 
+    cache = _cache_for(services.catalog)
     for attempt in range(3):
         try:
             with services.catalog.write() as conn:
                 _bound_lock_wait(conn, lock_timeout)
-                return _index(
-                    conn, header, origin, sha256, len(data), key, len(prefix), transfer_syntax_uid
+                stored, known = _index(
+                    conn,
+                    cache,
+                    header,
+                    origin,
+                    sha256,
+                    len(data),
+                    key,
+                    len(prefix),
+                    transfer_syntax_uid,
                 )
+            cache.remember(known)  # only once the transaction that made them committed
+            return stored
         except CatalogUnavailable as exc:
             # A concurrent sender created the same patient/study/series/version first.
             if isinstance(exc.__cause__, IntegrityError) and attempt < 2:
@@ -177,18 +186,9 @@ def _bound_lock_wait(conn: Connection, seconds: float) -> None:
         conn.exec_driver_sql(f"SET LOCAL lock_timeout = {max(int(seconds * 1000), 1)}")
 
 
-def _find_version(conn: Connection, sop_instance_uid: str, sha256: str) -> tuple[int, int] | None:
-    row = conn.execute(
-        select(instance_versions.c.id, instance_versions.c.version)
-        .join(instances, instances.c.id == instance_versions.c.instance_pk)
-        .where(instances.c.sop_instance_uid == sop_instance_uid)
-        .where(instance_versions.c.sha256 == sha256)
-    ).first()
-    return None if row is None else (int(row.id), int(row.version))
-
-
 def _index(
     conn: Connection,
+    cache: _IdCache,
     header: _Header,
     origin: Origin,
     sha256: str,
@@ -196,22 +196,33 @@ def _index(
     key: str,
     offset: int,
     transfer_syntax_uid: str,
-) -> StoredInstance:
-    known = _find_version(conn, header.sop_instance_uid, sha256)
-    if known is not None:  # a concurrent identical send won the race
-        return StoredInstance(
-            header.study_uid, header.series_uid, header.sop_instance_uid, *known, sha256, False
-        )
+) -> tuple[StoredInstance, _Known]:
     now = utcnow()
     ds = header.ds
-    study_pk = _upsert_study(conn, header, origin, now)
-    series_pk = _upsert_series(conn, header, study_pk, now)
-
+    known = _Known(series_uid=header.series_uid, study_uid=header.study_uid)
     inst = conn.execute(
-        select(instances.c.id, instances.c.series_pk, instances.c.current_version).where(
+        select(instances.c.id, instances.c.series_pk).where(
             instances.c.sop_instance_uid == header.sop_instance_uid
         )
     ).first()
+    if inst is not None:
+        version_row = conn.execute(
+            select(instance_versions.c.id, instance_versions.c.version).where(
+                instance_versions.c.instance_pk == inst.id, instance_versions.c.sha256 == sha256
+            )
+        ).first()
+        if version_row is not None:  # an identical send: nothing changes
+            return StoredInstance(
+                header.study_uid,
+                header.series_uid,
+                header.sop_instance_uid,
+                int(version_row.id),
+                int(version_row.version),
+                sha256,
+                False,
+            ), known
+    study_pk = _upsert_study(conn, cache, header, origin, now, known)
+    series_pk = _upsert_series(conn, cache, header, study_pk, now, known)
     if inst is None:
         version = 1
         instance_pk = insert_id(
@@ -227,7 +238,7 @@ def _index(
         conn.execute(
             update(series)
             .where(series.c.id == series_pk)
-            .values(instance_count=series.c.instance_count + 1)
+            .values(instance_count=series.c.instance_count + 1, last_received_at=now)
         )
     else:
         if inst.series_pk != series_pk:
@@ -246,6 +257,7 @@ def _index(
             .where(instances.c.id == instance_pk)
             .values(current_version=version, sop_class_uid=header.sop_class_uid)
         )
+        conn.execute(update(series).where(series.c.id == series_pk).values(last_received_at=now))
     version_id = insert_id(
         conn,
         instance_versions.insert().values(
@@ -266,7 +278,13 @@ def _index(
             received_at=now,
         ),
     )
-    jobs.enqueue(conn, "preview", {"version_id": version_id}, dedup_key=f"preview-{version_id}")
+    jobs.enqueue(
+        conn,
+        "preview",
+        {"version_id": version_id},
+        dedup_key=f"preview-{version_id}",
+        fresh_key=True,  # the version was created just now
+    )
     log.info(
         "stored %s version %d (%d bytes) from %s@%s",
         header.sop_instance_uid,
@@ -283,7 +301,7 @@ def _index(
         version,
         sha256,
         True,
-    )
+    ), known
 
 
 def _frames(ds: Dataset) -> int:
@@ -293,21 +311,45 @@ def _frames(ds: Dataset) -> int:
     return max(int_of(ds, "NumberOfFrames") or 1, 1)
 
 
-def _upsert_study(conn: Connection, header: _Header, origin: Origin, now: datetime) -> int:
-    row = conn.execute(
-        select(studies.c.id, studies.c.hospital_id).where(studies.c.study_uid == header.study_uid)
-    ).first()
-    if row is not None:
-        if row.hospital_id != origin.hospital_id:
+def _upsert_study(
+    conn: Connection,
+    cache: _IdCache,
+    header: _Header,
+    origin: Origin,
+    now: datetime,
+    known: _Known,
+) -> int:
+    cached = cache.studies.get(header.study_uid)
+    if cached is not None:
+        study_pk, hospital_id, touched = cached
+        row_hospital = hospital_id
+    else:
+        row = conn.execute(
+            select(studies.c.id, studies.c.hospital_id).where(
+                studies.c.study_uid == header.study_uid
+            )
+        ).first()
+        study_pk, row_hospital, touched = (
+            (int(row.id), int(row.hospital_id), 0.0) if row is not None else (0, 0, 0.0)
+        )
+    if study_pk:
+        if row_hospital != origin.hospital_id:
             raise InvalidDataset(
                 "Study Instance UID already belongs to another sending hospital",
                 dicom_status=0xC001,
             )
-        conn.execute(update(studies).where(studies.c.id == row.id).values(last_received_at=now))
-        return int(row.id)
+        # The study's last arrival only matters to the second (stability is measured in
+        # tens of seconds); touching its row once a second spares a write per instance.
+        if time.monotonic() - touched >= 1.0:
+            conn.execute(
+                update(studies).where(studies.c.id == study_pk).values(last_received_at=now)
+            )
+            touched = time.monotonic()
+        known.study = (study_pk, row_hospital, touched)
+        return study_pk
     ds = header.ds
     patient_pk = _upsert_patient(conn, ds, origin.hospital_id)
-    return insert_id(
+    study_pk = insert_id(
         conn,
         studies.insert().values(
             study_uid=header.study_uid,
@@ -323,6 +365,8 @@ def _upsert_study(conn: Connection, header: _Header, origin: Origin, now: dateti
             last_received_at=now,
         ),
     )
+    known.study = (study_pk, origin.hospital_id, time.monotonic())
+    return study_pk
 
 
 def _upsert_patient(conn: Connection, ds: Dataset, hospital_id: int) -> int:
@@ -350,19 +394,31 @@ def _upsert_patient(conn: Connection, ds: Dataset, hospital_id: int) -> int:
     )
 
 
-def _upsert_series(conn: Connection, header: _Header, study_pk: int, now: datetime) -> int:
-    row = conn.execute(
-        select(series.c.id, series.c.study_pk).where(series.c.series_uid == header.series_uid)
-    ).first()
-    if row is not None:
-        if row.study_pk != study_pk:
+def _upsert_series(
+    conn: Connection,
+    cache: _IdCache,
+    header: _Header,
+    study_pk: int,
+    now: datetime,
+    known: _Known,
+) -> int:
+    cached = cache.series.get(header.series_uid)
+    if cached is not None:
+        series_pk, series_study = cached
+    else:
+        row = conn.execute(
+            select(series.c.id, series.c.study_pk).where(series.c.series_uid == header.series_uid)
+        ).first()
+        series_pk, series_study = (int(row.id), int(row.study_pk)) if row else (0, 0)
+    if series_pk:
+        if series_study != study_pk:
             raise InvalidDataset(
                 "Series Instance UID already stored in another study", dicom_status=0xC001
             )
-        conn.execute(update(series).where(series.c.id == row.id).values(last_received_at=now))
-        return int(row.id)
+        known.series = (series_pk, series_study)
+        return series_pk
     ds = header.ds
-    return insert_id(
+    series_pk = insert_id(
         conn,
         series.insert().values(
             study_pk=study_pk,
@@ -374,3 +430,70 @@ def _upsert_series(conn: Connection, header: _Header, study_pk: int, now: dateti
             last_received_at=now,
         ),
     )
+    known.series = (series_pk, study_pk)
+    return series_pk
+
+
+_PUT_LOCKS = [threading.Lock() for _ in range(64)]
+_recent_puts: OrderedDict[tuple[int, str], None] = OrderedDict()
+
+
+def _put_once(services: Services, key: str, body: bytes) -> None:
+    """Put an object unless this process stored it under this key already.
+
+    Senders that retry, or several senders with one study, send the same bytes at the
+    same time; one put per key and process is enough (a content-addressed key always
+    holds the same bytes), and S3 servers need not take N concurrent writes of one key.
+    """
+    ident = (id(services.store), key)
+    with _PUT_LOCKS[hash(key) % len(_PUT_LOCKS)]:
+        if ident in _recent_puts:
+            return
+        services.store.put(key, body, content_type="application/dicom")
+        _recent_puts[ident] = None
+        if len(_recent_puts) > 4096:
+            _recent_puts.popitem(last=False)
+
+
+@dataclass
+class _Known:
+    """Row ids learnt in one index transaction, remembered once it committed."""
+
+    study_uid: str
+    series_uid: str
+    study: tuple[int, int, float] | None = None  # (pk, hospital id, last touched, monotonic)
+    series: tuple[int, int] | None = None  # (pk, study pk)
+
+
+@dataclass
+class _IdCache:
+    """Study and series row ids by UID, per catalog and process, so that the instances of
+    a study after its first cost no lookups. Rows are never deleted or moved to another
+    study or hospital, so a remembered id stays right; the cache is bounded."""
+
+    limit: int = 4096
+    studies: dict[str, tuple[int, int, float]] = field(default_factory=dict)
+    series: dict[str, tuple[int, int]] = field(default_factory=dict)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def remember(self, known: _Known) -> None:
+        with self.lock:
+            if len(self.studies) >= self.limit or len(self.series) >= self.limit:
+                self.studies.clear()
+                self.series.clear()
+            if known.study is not None:
+                self.studies[known.study_uid] = known.study
+            if known.series is not None:
+                self.series[known.series_uid] = known.series
+
+
+_caches: weakref.WeakKeyDictionary[Catalog, _IdCache] = weakref.WeakKeyDictionary()
+_caches_lock = threading.Lock()
+
+
+def _cache_for(catalog: Catalog) -> _IdCache:
+    with _caches_lock:
+        cache = _caches.get(catalog)
+        if cache is None:
+            cache = _caches[catalog] = _IdCache()
+        return cache

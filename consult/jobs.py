@@ -46,12 +46,14 @@ def enqueue(
     payload: dict[str, Any],
     *,
     dedup_key: str | None = None,
+    fresh_key: bool = False,
     max_attempts: int = 5,
 ) -> int | None:
     """Queue a job inside the caller's transaction; returns its id.
 
     With ``dedup_key``, a second job with the same key is not queued (returns None) while
-    the first exists.
+    the first exists. ``fresh_key`` says the key cannot exist yet (it names a row the
+    caller's transaction just created): no look-up, no savepoint, on the hot ingest path.
     """
     now = utcnow()
     values = {
@@ -64,7 +66,7 @@ def enqueue(
         "created_at": now,
         "dedup_key": dedup_key,
     }
-    if dedup_key is not None:
+    if dedup_key is not None and not fresh_key:
         existing = conn.execute(select(jobs.c.id).where(jobs.c.dedup_key == dedup_key)).first()
         if existing is not None:
             return None

@@ -11,6 +11,14 @@ from storage.base import ObjectInfo, check_key
 from storage.errors import ObjectNotFound, StorageError
 
 
+def _fsync_dir(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 class LocalObjectStore:
     """Objects as files under ``root``; the key is the relative path."""
 
@@ -25,7 +33,7 @@ class LocalObjectStore:
         """Write to a temporary file, fsync it, rename it into place, fsync the folder."""
         path = self._path(key)
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
+            self._make_dirs(path.parent)
             fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
             try:
                 with os.fdopen(fd, "wb") as fh:
@@ -36,13 +44,25 @@ class LocalObjectStore:
             except BaseException:
                 Path(tmp).unlink(missing_ok=True)
                 raise
-            dir_fd = os.open(path.parent, os.O_RDONLY)
-            try:
-                os.fsync(dir_fd)
-            finally:
-                os.close(dir_fd)
+            _fsync_dir(path.parent)
         except OSError as exc:
             raise StorageError(f"cannot write {key!r}: {exc.strerror or exc}") from exc
+
+    def _make_dirs(self, folder: Path) -> None:
+        """Create missing folders durably: a new folder's entry lives in its parent, which
+        must be fsynced too, or a power loss can take the folder and its files with it."""
+        if folder.is_dir():
+            return
+        missing = []
+        while not folder.is_dir():
+            missing.append(folder)
+            folder = folder.parent
+        for new in reversed(missing):
+            try:
+                new.mkdir()
+            except FileExistsError:
+                continue  # a concurrent writer made it; it fsyncs the parent itself
+            _fsync_dir(new.parent)
 
     def get(self, key: str) -> bytes:
         try:
