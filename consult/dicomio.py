@@ -134,6 +134,40 @@ def part10_prefix(meta: FileMetaDataset) -> bytes:
     return fp.getvalue()
 
 
+def received_prefix(
+    *, sop_class_uid: str, sop_instance_uid: str, transfer_syntax_uid: str, source_ae: str
+) -> bytes:
+    """The same bytes as ``part10_prefix(file_meta(...))``, encoded directly: this runs
+    once per received instance, and pydicom's general writer costs ~0.5 ms each time."""
+
+    def element(elem: int, vr: bytes, value: bytes) -> bytes:
+        if vr == b"OB":
+            return struct.pack("<HH2sHL", 0x0002, elem, vr, 0, len(value)) + value
+        return struct.pack("<HH2sH", 0x0002, elem, vr, len(value)) + value
+
+    def uid(text: str) -> bytes:
+        raw = text.encode("ascii")
+        return raw + b"\x00" if len(raw) % 2 else raw
+
+    def padded(text: str) -> bytes:
+        raw = text.encode("ascii")
+        return raw + b" " if len(raw) % 2 else raw
+
+    body = b"".join(
+        [
+            element(0x0001, b"OB", b"\x00\x01"),
+            element(0x0002, b"UI", uid(sop_class_uid)),
+            element(0x0003, b"UI", uid(sop_instance_uid)),
+            element(0x0010, b"UI", uid(transfer_syntax_uid)),
+            element(0x0012, b"UI", uid(IMPLEMENTATION_CLASS_UID)),
+            element(0x0013, b"SH", padded(IMPLEMENTATION_VERSION_NAME)),
+            element(0x0016, b"AE", padded(source_ae)) if source_ae else b"",
+        ]
+    )
+    length = struct.pack("<HH2sHL", 0x0002, 0x0000, b"UL", 4, len(body))
+    return b"\x00" * 128 + b"DICM" + length + body
+
+
 def split_part10(blob: bytes) -> tuple[FileMetaDataset, int]:
     """Parse a Part 10 file's meta group; returns it and the offset where the dataset starts."""
     from pydicom.filereader import _read_file_meta_info

@@ -37,10 +37,9 @@ from consult.catalog.tables import instance_versions, instances, patients, serie
 from consult.dicomio import (
     check_complete,
     check_uid,
-    file_meta,
     int_of,
-    part10_prefix,
     read_header,
+    received_prefix,
     split_part10,
     text_of,
 )
@@ -134,13 +133,12 @@ def ingest(
     # same key, and the index transaction then finds the version and changes nothing.
     lock_timeout = services.settings.catalog_lock_timeout
     key = instance_key(header.study_uid, header.sop_instance_uid, sha256)
-    meta = file_meta(
+    prefix = received_prefix(
         sop_class_uid=header.sop_class_uid,
         sop_instance_uid=header.sop_instance_uid,
         transfer_syntax_uid=transfer_syntax_uid,
         source_ae=origin.calling_ae,
     )
-    prefix = part10_prefix(meta)
     _put_once(services, key, prefix + data)
 
     cache = _cache_for(services.catalog)

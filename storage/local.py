@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import itertools
 import os
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 from storage.base import ObjectInfo, check_key
 from storage.errors import ObjectNotFound, StorageError
+
+_counter = itertools.count()
 
 
 def _fsync_dir(folder: Path) -> None:
@@ -34,15 +36,20 @@ class LocalObjectStore:
         path = self._path(key)
         try:
             self._make_dirs(path.parent)
-            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+            # A name unique to this process and write (cheaper than mkstemp's retries).
+            tmp = path.parent / f".tmp-{os.getpid()}-{next(_counter)}"
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
             try:
-                with os.fdopen(fd, "wb") as fh:
-                    fh.write(data)
-                    fh.flush()
-                    os.fsync(fh.fileno())
+                try:
+                    view = memoryview(data)
+                    while view:
+                        view = view[os.write(fd, view) :]
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
                 os.replace(tmp, path)
             except BaseException:
-                Path(tmp).unlink(missing_ok=True)
+                tmp.unlink(missing_ok=True)
                 raise
             _fsync_dir(path.parent)
         except OSError as exc:

@@ -187,3 +187,17 @@ def test_ingest_file_keeps_a_compressed_sample_byte_exact(
     assert row.transfer_syntax_uid == "1.2.840.10008.1.2.4.50"
     assert services.store.get(row.object_key)[row.dataset_offset :] == blob[offset:]
     assert stored.sha256 == hashlib.sha256(blob[offset:]).hexdigest()
+
+
+@pytest.mark.parametrize("source_ae", ["REFPACS", "ODD", ""])
+@pytest.mark.parametrize("sop_uid", ["1.2.3.4", "1.2.3.45"])  # even and odd lengths
+def test_received_prefix_is_what_pydicom_writes(source_ae: str, sop_uid: str) -> None:
+    from consult.dicomio import file_meta, part10_prefix, received_prefix
+
+    args = {
+        "sop_class_uid": "1.2.840.10008.5.1.4.1.1.2",
+        "sop_instance_uid": sop_uid,
+        "transfer_syntax_uid": "1.2.840.10008.1.2.4.50",
+        "source_ae": source_ae,
+    }
+    assert received_prefix(**args) == part10_prefix(file_meta(**args))
