@@ -16,7 +16,7 @@ from starlette.staticfiles import StaticFiles
 
 from consult.errors import ConsultError
 from consult.services import Services
-from consult.web import api, consult_pages, openapi, pages
+from consult.web import api, consult_pages, openapi, pages, tiles
 from consult.web.context import Handler, endpoint
 from consult.web.errors import SecurityHeaders, handle_error
 from storage import StorageError
@@ -53,7 +53,6 @@ def routes() -> list[BaseRoute]:
             "request_consultation",
             ["POST"],
         ),
-        _page("/previews/{preview_id:int}", pages.preview, "preview", ["GET"]),
         _page("/consultations", consult_pages.inbox, "consultations", ["GET"]),
         _page(cid, consult_pages.consultation_page, "consultation", ["GET"]),
         _page(f"{cid}/accept", consult_pages.accept, "consultation_accept", ["POST"]),
@@ -85,7 +84,7 @@ def routes() -> list[BaseRoute]:
 def create_app(services: Services) -> Starlette:
     """The web app over ``services`` (which the caller opens and closes)."""
     app = Starlette(
-        routes=routes(),
+        routes=[*tiles.routes(services.settings), *routes()],  # previews: consult/web/tiles.py
         middleware=[Middleware(SecurityHeaders)],
         exception_handlers={
             ConsultError: handle_error,

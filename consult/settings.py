@@ -7,6 +7,7 @@ configuration table lists each one (a test checks that it does).
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -39,6 +40,21 @@ class Settings(BaseSettings):
     s3_access_key: str = Field("", description="S3 access key.")
     s3_secret_key: str = Field("", description="S3 secret key.")
     s3_region: str = Field("us-east-1", description="S3 region name.")
+    s3_connect_timeout: float = Field(
+        2.0, gt=0, description="Seconds to wait for a connection to the S3 endpoint."
+    )
+    s3_read_timeout: float = Field(
+        3.0, gt=0, description="Seconds to wait for each read from or write to the S3 endpoint."
+    )
+    s3_attempts: int = Field(
+        2, ge=1, description="Attempts per S3 request, the first included (then 0xA700)."
+    )
+    catalog_lock_timeout: float = Field(
+        3.0,
+        gt=0,
+        description="Seconds a catalog write waits for a lock (SQLite busy timeout; "
+        "PostgreSQL lock_timeout on ingest) before failing (C-STORE then gets 0xA700).",
+    )
     stable_seconds: float = Field(
         60.0, ge=0, description="Quiet seconds after the last instance before a study is stable."
     )
@@ -62,6 +78,23 @@ class Settings(BaseSettings):
         False, description="Mark session cookies Secure (set when served over HTTPS)."
     )
     workers: int = Field(1, ge=0, description="Preview/delivery worker processes `serve` starts.")
+    # Previews: deep-zoom tiles, on-demand renders, job leases (issue 4).
+    tile_format: Literal["jpeg", "png"] = Field(
+        "jpeg", description="Format of the stored preview tiles: jpeg (lossy) or png (lossless)."
+    )
+    tile_quality: int = Field(85, ge=1, le=95, description="JPEG quality of preview tiles.")
+    render_cache_items: int = Field(
+        500, ge=1, description="Most on-demand renders (other windows, lossless tiles) kept."
+    )
+    render_cache_mb: int = Field(
+        2048, ge=1, description="Most megabytes of on-demand renders kept in the object store."
+    )
+    job_lease_seconds: float = Field(
+        30.0, gt=0, description="Job lease; a worker renews it while it works on a long job."
+    )
+    node_modules_dir: str = Field(
+        "", description="Folder of the npm packages (OpenSeadragon); empty: beside the sources."
+    )
 
     @field_validator("ae_title")
     @classmethod

@@ -11,6 +11,8 @@ import os
 import socket
 import threading
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from consult import jobs
 from consult.catalog import CatalogUnavailable
@@ -30,12 +32,16 @@ class Worker:
 
     def run_once(self) -> bool:
         """Run one job if there is one; True if a job was run."""
-        job = jobs.claim(self.services.catalog, self.name, kinds=list(self.handlers))
+        lease = self.services.settings.job_lease_seconds
+        job = jobs.claim(
+            self.services.catalog, self.name, kinds=list(self.handlers), lease_seconds=lease
+        )
         if job is None:
             return False
         log.info("job %d (%s) attempt %d", job.id, job.kind, job.attempts)
         try:
-            self.handlers[job.kind](self.services, job.payload)
+            with self._renewing(job, lease):
+                self.handlers[job.kind](self.services, job.payload)
         except Exception as exc:
             status = jobs.fail(
                 self.services.catalog, job, self.name, f"{type(exc).__name__}: {exc}"
@@ -44,6 +50,30 @@ class Worker:
         else:
             jobs.complete(self.services.catalog, job, self.name)
         return True
+
+    @contextmanager
+    def _renewing(self, job: jobs.Job, lease: float) -> Iterator[None]:
+        """Renew the job's lease every third of its length while the handler runs, so a
+        long job (a big pyramid, a large multi-frame object) keeps it, while a job whose
+        worker died is taken over after at most one lease."""
+        done = threading.Event()
+
+        def renew() -> None:
+            while not done.wait(lease / 3):
+                try:
+                    if not jobs.extend_lease(self.services.catalog, job, self.name, lease):
+                        log.warning("job %d: lease lost to another worker", job.id)
+                        return
+                except CatalogUnavailable as exc:
+                    log.warning("job %d: lease not renewed: %s", job.id, exc)
+
+        thread = threading.Thread(target=renew, name=f"lease-{job.id}", daemon=True)
+        thread.start()
+        try:
+            yield
+        finally:
+            done.set()
+            thread.join()
 
     def run(self) -> None:
         """Work until ``stop()``; sleep between polls only when the queue is empty."""

@@ -162,10 +162,13 @@ def test_preview_image_has_etag_and_private_cache(world: World) -> None:
     with world.client("ref_north") as client:
         response = client.get(f"/previews/{preview_id}")
         assert response.status_code == 200
-        assert response.headers["content-type"] == "image/png"
-        assert response.content.startswith(b"\x89PNG")
-        assert response.headers["etag"] == f'"{sha}-0"'
-        assert response.headers["cache-control"] == "private, max-age=3600"
-        again = client.get(f"/previews/{preview_id}", headers={"If-None-Match": f'"{sha}-0"'})
+        # JPEG by default (CONSULT_TILE_FORMAT); the ETag names version, frame, window,
+        # format and build (tests/test_tiles_routes.py checks the tile routes in depth).
+        assert response.headers["content-type"] == "image/jpeg"
+        assert response.content.startswith(b"\xff\xd8")
+        etag = response.headers["etag"]
+        assert etag.startswith(f'"{sha}-0-default-jpeg-')
+        assert response.headers["cache-control"] == "private, max-age=60"
+        again = client.get(f"/previews/{preview_id}", headers={"If-None-Match": etag})
         assert again.status_code == 304
         assert again.content == b""

@@ -82,7 +82,7 @@ def test_study_detail(world: World) -> None:
         assert preview["status"] == "ready" and preview["frame"] == 0
         assert preview["url"] == f"/previews/{preview['id']}"
         image = client.get(preview["url"])
-        assert image.status_code == 200 and image.headers["content-type"] == "image/png"
+        assert image.status_code == 200 and image.headers["content-type"] == "image/jpeg"
     assert detail["patient_id"] == "1CT1"
     assert detail["instance_count"] == 1
     assert detail["stable"] is True

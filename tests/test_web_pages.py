@@ -83,7 +83,7 @@ def test_study_page_shows_series_previews_and_request_form(world: World) -> None
     [instance] = series.instances
     assert instance.sha256 == world.stored[0].sha256
     html = response.text
-    assert f'<img src="/previews/{instance.previews[0].id}"' in html
+    assert f'<img src="/previews/{instance.previews[0].id}/thumbnail"' in html
     for field in ("question", "urgency", "target_hospital"):
         assert f'<label for="{field}">' in html and f'id="{field}"' in html
     assert ">Request consultation</button>" in html
@@ -228,7 +228,7 @@ def test_pages_in_chromium(world: World, tmp_path: Path) -> None:
                 )
             )
             widths = page.eval_on_selector_all("img", "imgs => imgs.map(i => i.naturalWidth)")
-            assert widths == [128]
+            assert widths == [128, 128]  # the series thumbnail, then the instance one
             page.get_by_label("Clinical question").fill(HOSTILE)
             page.get_by_label("Urgency").select_option("stat")
             page.get_by_label("Target hospital").select_option(label="South Specialist Hospital")

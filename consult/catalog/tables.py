@@ -11,6 +11,7 @@ from sqlalchemy import (
     Boolean,
     Column,
     DateTime,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -172,7 +173,40 @@ previews = Table(
     Column("height", Integer, nullable=True),
     Column("reason", Text, nullable=True),
     Column("created_at", UTC, nullable=False),
+    # The frame's tile pack (object_key; see viewer.tiles) rendered with the default window.
+    Column("tile_format", String(8), nullable=True),  # jpeg | png
+    Column("tile_size", Integer, nullable=True),
+    Column("overlap", Integer, nullable=True),
+    Column("levels", Integer, nullable=True),
+    Column("bytes", BigInteger, nullable=True),  # size of the pack object
+    Column("lossy", Boolean, nullable=True),  # lossy tiles (JPEG)
+    Column("source_lossy", Boolean, nullable=True),  # the original was lossy compressed
+    Column("window_center", Float, nullable=True),  # the default window, when linear
+    Column("window_width", Float, nullable=True),
+    Column("window_function", String(16), nullable=True),  # LINEAR... or VOI_LUT
+    Column("windows", Text, nullable=True),  # JSON: the presets offered for the frame
+    Column("built_at", UTC, nullable=True),
     UniqueConstraint("version_pk", "frame", name="uq_previews_frame"),
+)
+
+# On-demand renders (other windows, lossless tiles): a cache bounded by count and bytes,
+# evicted least recently used first. A row in status "building" is the build lock.
+renders = Table(
+    "renders",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("version_pk", ForeignKey("instance_versions.id"), nullable=False),
+    Column("frame", Integer, nullable=False),
+    Column("window", String(100), nullable=False),  # quantised window, e.g. LINEAR:40:400
+    Column("tile_format", String(8), nullable=False),
+    Column("status", String(16), nullable=False),  # building | ready | failed
+    Column("object_key", String(512), nullable=True),
+    Column("bytes", BigInteger, nullable=False, default=0),
+    Column("reason", Text, nullable=True),
+    Column("claimed_at", UTC, nullable=False),
+    Column("last_used_at", UTC, nullable=False),
+    UniqueConstraint("version_pk", "frame", "window", "tile_format", name="uq_renders_render"),
+    Index("ix_renders_last_used", "status", "last_used_at"),
 )
 
 # The one durable queue for every kind of background work.

@@ -1,4 +1,4 @@
-"""HTML pages: login, the studies list, a study, and its preview images.
+"""HTML pages: login, the studies list and a study (preview images: consult/web/tiles.py).
 
 Every page that shows patient data goes through :mod:`consult.access` first; every form
 carries the session's CSRF token (checked by :func:`consult.web.context.endpoint`).
@@ -16,15 +16,13 @@ from starlette.responses import RedirectResponse, Response
 from consult import access, audit, auth, consultations, studies
 from consult.audit import Actor, Outcome
 from consult.directory import Role, list_hospitals
-from consult.errors import BadRequest, Forbidden, NotAuthenticated, NotFound
+from consult.errors import BadRequest, Forbidden, NotAuthenticated
 from consult.services import Services
 from consult.web.context import Ctx, form_text, safe_next
 from consult.web.templating import render
-from storage import ObjectNotFound
 
 LOGIN_CSRF_COOKIE = "consult_login_csrf"
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
-PREVIEW_TYPES = frozenset({"image/png", "image/jpeg"})
 
 
 def set_session_cookie(response: Response, token: str, services: Services) -> None:
@@ -240,33 +238,3 @@ def request_consultation(ctx: Ctx) -> Response:
         object_id=ref.study_uid,
     )
     return ctx.redirect("consultation", consultation_id=new_id)
-
-
-def _etag_matches(header: str | None, etag: str) -> bool:
-    if not header:
-        return False
-    candidates = {c.strip().removeprefix("W/") for c in header.split(",")}
-    return etag in candidates or "*" in candidates
-
-
-def preview(ctx: Ctx) -> Response:
-    """One preview image: access-checked, audited once per session and instance version."""
-    ref = access.require_preview(
-        ctx.services.catalog,
-        ctx.user,
-        ctx.int_param("preview_id"),
-        client=ctx.client,
-        session_key=ctx.session_key,
-    )
-    if ref.status != "ready" or not ref.object_key:
-        raise NotFound("this frame has no preview image")
-    etag = f'"{ref.sha256}-{ref.frame}"'
-    headers = {"ETag": etag, "Cache-Control": "private, max-age=3600"}
-    if _etag_matches(ctx.request.headers.get("if-none-match"), etag):
-        return Response(status_code=304, headers=headers)
-    try:
-        data = ctx.services.store.get(ref.object_key)
-    except ObjectNotFound:
-        raise NotFound("the preview image is missing from the store") from None
-    media = ref.media_type if ref.media_type in PREVIEW_TYPES else "application/octet-stream"
-    return Response(data, media_type=media, headers=headers)
