@@ -104,6 +104,7 @@ class FrameSource:
             and image.photometric in GREYSCALE
         )
         encapsulated = length == 0xFFFFFFFF
+        self._value_end = self._value_start + (0 if encapsulated else length)
         self._bounded: bytes | None = None
         item_tag = b"\xfe\xff\x00\xe0" if ts.is_little_endian else b"\xff\xfe\xe0\x00"
         start = self._value_start
@@ -132,9 +133,14 @@ class FrameSource:
         except NotImplementedError:
             raise RenderError(f"no decoder for the transfer syntax {ts.name}") from None
         self._options: dict[str, Any] = image.decoder_options(ts, self.pixel_keyword)
-        if not encapsulated and self.high_bit != self.bits_stored - 1:
-            # Stored bits not at the bottom of the word (High Bit above Bits Stored - 1):
-            # have pydicom keep the whole word; the lookup table shifts and masks.
+        if not encapsulated and (
+            self.high_bit != self.bits_stored - 1
+            or (self.pixel_keyword == "PixelData" and self.bits_allocated in (8, 16))
+        ):
+            # Have pydicom keep the whole word: the lookup table shifts, masks and
+            # sign-extends the stored bits itself. (Stored bits not at the bottom of the word
+            # need this; for the others it spares pydicom masking a writable copy of the
+            # frame, so the frame stays a view into the stored object's bytes.)
             self._options["bits_stored"] = self.bits_allocated
         if vr:
             self._options["pixel_vr"] = vr
@@ -163,13 +169,22 @@ class FrameSource:
         self._check_frame(frame)
         if self._cached is not None and self._cached[0] == frame:
             return self._cached[1]
+        src: Any
+        extra: dict[str, Any] = {}
         if self._bounded is not None:
-            fp = io.BytesIO(self._bounded)
+            src = io.BytesIO(self._bounded)
+        elif self.transfer_syntax.is_encapsulated:
+            src = io.BytesIO(self._buffer)  # shares the bytes, no copy
+            src.seek(self._value_start)
         else:
-            fp = io.BytesIO(self._buffer)  # shares the bytes, no copy
-            fp.seek(self._value_start)
+            # Native pixels: a read-only view into the stored object's bytes, not a copy
+            # (with a BytesIO, pydicom reads the frame out into a new buffer first).
+            src = memoryview(self._buffer)[self._value_start : self._value_end]
+            extra["view_only"] = True
         try:
-            arr, props = self._decoder.as_array(fp, index=frame, validate=True, **self._options)
+            arr, props = self._decoder.as_array(
+                src, index=frame, validate=True, **self._options, **extra
+            )
         except Exception as exc:
             detail = " ".join(str(exc).split())[:200]
             raise RenderError(
