@@ -107,6 +107,28 @@ class Catalog:
         """
         config = Config()
         config.set_main_option("script_location", str(MIGRATIONS))
+        with self._sqlite_migration_lock():
+            self._migrate(config)
+
+    @contextmanager
+    def _sqlite_migration_lock(self) -> Iterator[None]:
+        """On SQLite, serialise migrations with a lock file beside the database. Its write
+        lock alone is not enough: a brand-new file's first connections race to switch it
+        to WAL, and one of them gets "database is locked" without waiting."""
+        database = self.url.database
+        if not self.is_sqlite or not database or database == ":memory:":
+            yield
+            return
+        import fcntl
+
+        with open(f"{database}.migrate-lock", "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+
+    def _migrate(self, config: Config) -> None:
         try:
             with self.engine.connect().execution_options(consult_write=True) as conn:
                 if not self.is_sqlite:
