@@ -142,15 +142,20 @@ def cmd_serve(settings: Settings) -> int:
         )
     finally:
         receiver.stop()
-        for child in children:
-            child.terminate()
-        for child in children:
-            try:
-                child.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                child.kill()
+        _stop(children)
         services.close()
     return 0
+
+
+def _stop(children: list[subprocess.Popen[bytes]]) -> None:
+    """Terminate child processes, and kill those that do not stop within 10 s."""
+    for child in children:
+        child.terminate()
+    for child in children:
+        try:
+            child.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            child.kill()
 
 
 def cmd_receive(settings: Settings, *, reuse_port: bool = False) -> int:
@@ -210,13 +215,7 @@ def _receive_in_processes(settings: Settings) -> int:
                     time.sleep(0.5)
                     children[i] = spawn()
     finally:
-        for child in children:
-            child.terminate()
-        for child in children:
-            try:
-                child.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                child.kill()
+        _stop(children)
         holder.close()
     return 0
 

@@ -13,8 +13,10 @@ from datetime import datetime
 
 from sqlalchemy import Connection, func, select
 
+from consult import audit
 from consult.access import visible_to
-from consult.catalog import as_utc, utcnow
+from consult.audit import Actor, Outcome
+from consult.catalog import Catalog, as_utc, utcnow
 from consult.catalog.tables import (
     hospitals,
     instance_versions,
@@ -265,3 +267,21 @@ def study_detail(conn: Connection, study_pk: int, *, stable_seconds: float) -> S
             )
         )
     return StudyDetail(summary=summary, series=result)
+
+
+def list_audited(
+    catalog: Catalog, actor: Actor, hospital_id: int, *, stable_seconds: float
+) -> list[StudySummary]:
+    """The studies a hospital's user may see, with the audit event of that listing."""
+    with catalog.write() as conn:
+        found = list_studies(conn, hospital_id, stable_seconds=stable_seconds)
+        audit.record(
+            conn,
+            actor,
+            action="studies.list",
+            object_type="hospital",
+            object_id=str(hospital_id),
+            outcome=Outcome.SUCCESS,
+            detail=f"{len(found)} studies",
+        )
+    return found

@@ -100,19 +100,12 @@ def _summary(s: studies.StudySummary) -> dict[str, Any]:
 
 def list_studies(ctx: Ctx) -> Response:
     user = ctx.user
-    with ctx.services.catalog.write() as conn:
-        found = studies.list_studies(
-            conn, user.hospital_id, stable_seconds=ctx.services.settings.stable_seconds
-        )
-        audit.record(
-            conn,
-            ctx.actor,
-            action="studies.list",
-            object_type="hospital",
-            object_id=str(user.hospital_id),
-            outcome=Outcome.SUCCESS,
-            detail=f"{len(found)} studies",
-        )
+    found = studies.list_audited(
+        ctx.services.catalog,
+        ctx.actor,
+        user.hospital_id,
+        stable_seconds=ctx.services.settings.stable_seconds,
+    )
     return JSONResponse({"studies": [_summary(s) for s in found]})
 
 

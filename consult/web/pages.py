@@ -161,19 +161,12 @@ def logout(ctx: Ctx) -> Response:
 def home(ctx: Ctx) -> Response:
     """The studies the user's hospital sent or takes part in a consultation on."""
     user = ctx.user
-    with ctx.services.catalog.write() as conn:
-        found = studies.list_studies(
-            conn, user.hospital_id, stable_seconds=ctx.services.settings.stable_seconds
-        )
-        audit.record(
-            conn,
-            ctx.actor,
-            action="studies.list",
-            object_type="hospital",
-            object_id=str(user.hospital_id),
-            outcome=Outcome.SUCCESS,
-            detail=f"{len(found)} studies",
-        )
+    found = studies.list_audited(
+        ctx.services.catalog,
+        ctx.actor,
+        user.hospital_id,
+        stable_seconds=ctx.services.settings.stable_seconds,
+    )
     return render(ctx.request, "studies.html", {"session": ctx.session, "studies": found})
 
 
