@@ -52,7 +52,7 @@ class Receiver:
         self._server: Any = None
 
     def _build_ae(self) -> Any:
-        from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, StoragePresentationContexts, _config
+        from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, _config
         from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
         # Accept SOP classes pynetdicom does not know (private and newer ones) too.
@@ -67,8 +67,11 @@ class Receiver:
         ae.dimse_timeout = 60
         ae.network_timeout = 60
         ae.maximum_pdu_size = 0  # unlimited: fewer, larger PDUs (about 1.2x faster)
-        for cx in StoragePresentationContexts:
-            ae.add_supported_context(str(cx.abstract_syntax), ALL_TRANSFER_SYNTAXES)
+        # Only Verification is listed: with the unrestricted storage service pynetdicom
+        # accepts every storage-like context (known, private or unknown SOP class) with
+        # the first transfer syntax proposed, whatever is listed here. Listing the ~120
+        # storage classes x every syntax only cost a deepcopy of them per association
+        # (a quarter of a second here).
         ae.add_supported_context(Verification, ALL_TRANSFER_SYNTAXES)
         return ae
 
