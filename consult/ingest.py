@@ -28,7 +28,7 @@ from datetime import datetime
 from pathlib import Path
 
 from pydicom.dataset import Dataset
-from sqlalchemy import Connection, func, select, update
+from sqlalchemy import Connection, bindparam, func, select, update
 from sqlalchemy.exc import IntegrityError
 
 from consult import jobs
@@ -184,6 +184,20 @@ def _bound_lock_wait(conn: Connection, seconds: float) -> None:
         conn.exec_driver_sql(f"SET LOCAL lock_timeout = {max(int(seconds * 1000), 1)}")
 
 
+# Built once: executing a prebuilt statement skips SQLAlchemy's per-call construction
+# and cache-key work (measured: about half of the index transaction's CPU).
+_FIND_INSTANCE = select(instances.c.id, instances.c.series_pk).where(
+    instances.c.sop_instance_uid == bindparam("b_uid")
+)
+_INSERT_INSTANCE = instances.insert()
+_INSERT_VERSION = instance_versions.insert()
+_COUNT_INSTANCE = (
+    update(series)
+    .where(series.c.id == bindparam("b_pk"))
+    .values(instance_count=series.c.instance_count + 1, last_received_at=bindparam("b_now"))
+)
+
+
 def _index(
     conn: Connection,
     cache: _IdCache,
@@ -198,11 +212,7 @@ def _index(
     now = utcnow()
     ds = header.ds
     known = _Known(series_uid=header.series_uid, study_uid=header.study_uid)
-    inst = conn.execute(
-        select(instances.c.id, instances.c.series_pk).where(
-            instances.c.sop_instance_uid == header.sop_instance_uid
-        )
-    ).first()
+    inst = conn.execute(_FIND_INSTANCE, {"b_uid": header.sop_instance_uid}).first()
     if inst is not None:
         version_row = conn.execute(
             select(instance_versions.c.id, instance_versions.c.version).where(
@@ -225,19 +235,16 @@ def _index(
         version = 1
         instance_pk = insert_id(
             conn,
-            instances.insert().values(
-                series_pk=series_pk,
-                sop_instance_uid=header.sop_instance_uid,
-                sop_class_uid=header.sop_class_uid,
-                instance_number=text_of(ds, "InstanceNumber", 12),
-                current_version=1,
-            ),
+            _INSERT_INSTANCE,
+            {
+                "series_pk": series_pk,
+                "sop_instance_uid": header.sop_instance_uid,
+                "sop_class_uid": header.sop_class_uid,
+                "instance_number": text_of(ds, "InstanceNumber", 12),
+                "current_version": 1,
+            },
         )
-        conn.execute(
-            update(series)
-            .where(series.c.id == series_pk)
-            .values(instance_count=series.c.instance_count + 1, last_received_at=now)
-        )
+        conn.execute(_COUNT_INSTANCE, {"b_pk": series_pk, "b_now": now})
     else:
         if inst.series_pk != series_pk:
             raise InvalidDataset(
@@ -258,23 +265,24 @@ def _index(
         conn.execute(update(series).where(series.c.id == series_pk).values(last_received_at=now))
     version_id = insert_id(
         conn,
-        instance_versions.insert().values(
-            instance_pk=instance_pk,
-            version=version,
-            sha256=sha256,
-            size=size,
-            object_key=key,
-            dataset_offset=offset,
-            transfer_syntax_uid=transfer_syntax_uid,
-            hospital_id=origin.hospital_id,
-            calling_ae=origin.calling_ae,
-            peer_host=origin.peer_host,
-            peer_port=origin.peer_port,
-            rows=int_of(ds, "Rows"),
-            columns=int_of(ds, "Columns"),
-            frames=_frames(ds),
-            received_at=now,
-        ),
+        _INSERT_VERSION,
+        {
+            "instance_pk": instance_pk,
+            "version": version,
+            "sha256": sha256,
+            "size": size,
+            "object_key": key,
+            "dataset_offset": offset,
+            "transfer_syntax_uid": transfer_syntax_uid,
+            "hospital_id": origin.hospital_id,
+            "calling_ae": origin.calling_ae,
+            "peer_host": origin.peer_host,
+            "peer_port": origin.peer_port,
+            "rows": int_of(ds, "Rows"),
+            "columns": int_of(ds, "Columns"),
+            "frames": _frames(ds),
+            "received_at": now,
+        },
     )
     jobs.enqueue(
         conn,

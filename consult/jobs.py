@@ -72,10 +72,13 @@ def enqueue(
             return None
         try:
             with conn.begin_nested():
-                return insert_id(conn, jobs.insert().values(**values))
+                return insert_id(conn, _INSERT_JOB, values)
         except IntegrityError:
             return None
-    return insert_id(conn, jobs.insert().values(**values))
+    return insert_id(conn, _INSERT_JOB, values)
+
+
+_INSERT_JOB = jobs.insert()
 
 
 def claim(

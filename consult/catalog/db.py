@@ -153,9 +153,11 @@ class Catalog:
         self.engine.dispose()
 
 
-def insert_id(conn: Connection, stmt: Any) -> int:
-    """Run an INSERT and return the new row's integer primary key."""
-    key = conn.execute(stmt).inserted_primary_key
+def insert_id(conn: Connection, stmt: Any, params: dict[str, Any] | None = None) -> int:
+    """Run an INSERT (with ``params`` for a prebuilt one) and return the new row's key."""
+    key = (
+        conn.execute(stmt) if params is None else conn.execute(stmt, params)
+    ).inserted_primary_key
     if key is None:  # pragma: no cover - every table has an integer key
         raise RuntimeError("insert returned no primary key")
     return int(key[0])
