@@ -9,6 +9,7 @@ dead database gives a quick failure (the C-STORE sender is told to retry).
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -60,6 +61,8 @@ class Catalog:
             kwargs["pool_size"] = 8
             kwargs["max_overflow"] = 8
         self.engine: Engine = create_engine(self.url, **kwargs)
+        self._lock_timeout = busy_timeout_ms / 1000
+        self._write_lock: threading.RLock | None = threading.RLock() if self.is_sqlite else None
         if self.is_sqlite:
             self._configure_sqlite(busy_timeout_ms)
 
@@ -82,7 +85,26 @@ class Catalog:
 
     @contextmanager
     def write(self) -> Iterator[Connection]:
-        """A write transaction, committed on success, rolled back on error."""
+        """A write transaction, committed on success, rolled back on error.
+
+        On SQLite the writers of one process queue on a lock first: SQLite's own busy
+        handler polls with growing sleeps, so under many concurrent writers one of them
+        can starve past the timeout while the database is free most of the time.
+        """
+        if self._write_lock is None:
+            with self._write() as conn:
+                yield conn
+            return
+        if not self._write_lock.acquire(timeout=self._lock_timeout):
+            raise CatalogUnavailable("catalog write failed: timed out waiting for the write lock")
+        try:
+            with self._write() as conn:
+                yield conn
+        finally:
+            self._write_lock.release()
+
+    @contextmanager
+    def _write(self) -> Iterator[Connection]:
         try:
             with self.engine.connect().execution_options(consult_write=True) as conn:
                 with conn.begin():
