@@ -14,6 +14,7 @@ from typing import Any
 
 from pynetdicom.transport import ThreadedAssociationServer
 
+from consult.receiver import _socket
 from consult.receiver.handlers import StoreHandlers
 from consult.receiver.limits import ConnectionGuard
 from consult.services import Services
@@ -55,6 +56,7 @@ class Receiver:
         from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, _config
         from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
+        _socket.install()
         # Accept SOP classes pynetdicom does not know (private and newer ones) too.
         _config.UNRESTRICTED_STORAGE_SERVICE = True
         settings = self.services.settings
