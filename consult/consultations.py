@@ -20,7 +20,9 @@ from typing import Any
 from sqlalchemy import Connection, Row, Select, or_, select, update
 from sqlalchemy.orm import aliased
 
-from consult.catalog import as_utc, insert_id, utcnow
+from consult import audit
+from consult.audit import Actor, Outcome
+from consult.catalog import Catalog, as_utc, insert_id, utcnow
 from consult.catalog.tables import consultations, hospitals, messages, patients, studies, users
 from consult.directory import Role, User
 from consult.errors import BadRequest, Conflict, ConsultationNotFound, Forbidden, NotFound
@@ -169,6 +171,22 @@ def list_for(conn: Connection, user: User) -> list[Consultation]:
         .order_by(consultations.c.updated_at.desc(), consultations.c.id.desc())
     )
     return [_consultation(r) for r in conn.execute(stmt).all()]
+
+
+def list_audited(catalog: Catalog, actor: Actor, user: User) -> list[Consultation]:
+    """The user's consultations (``list_for``), with the audit event of that listing."""
+    with catalog.write() as conn:
+        found = list_for(conn, user)
+        audit.record(
+            conn,
+            actor,
+            action="consultations.list",
+            object_type="hospital",
+            object_id=str(user.hospital_id),
+            outcome=Outcome.SUCCESS,
+            detail=f"{len(found)} consultations",
+        )
+    return found
 
 
 def for_study(conn: Connection, study_pk: int, user: User) -> list[Consultation]:

@@ -13,8 +13,7 @@ from typing import Any
 
 from starlette.responses import JSONResponse, Response
 
-from consult import access, audit, consultations, opinions, studies
-from consult.audit import Outcome
+from consult import access, consultations, opinions, studies
 from consult.auth import Session
 from consult.consultations import Consultation
 from consult.directory import list_hospitals
@@ -217,17 +216,7 @@ def _opinion(o: Opinion | None, deliveries: list[opinions.Delivery]) -> dict[str
 
 def list_consultations(ctx: Ctx) -> Response:
     user = ctx.user
-    with ctx.services.catalog.write() as conn:
-        found = consultations.list_for(conn, user)
-        audit.record(
-            conn,
-            ctx.actor,
-            action="consultations.list",
-            object_type="hospital",
-            object_id=str(user.hospital_id),
-            outcome=Outcome.SUCCESS,
-            detail=f"{len(found)} consultations",
-        )
+    found = consultations.list_audited(ctx.services.catalog, ctx.actor, user)
     return JSONResponse({"consultations": [_consultation(c) for c in found]})
 
 

@@ -13,8 +13,7 @@ from collections.abc import Callable
 from sqlalchemy import Connection
 from starlette.responses import Response
 
-from consult import access, audit, consultations, opinions, studies
-from consult.audit import Outcome
+from consult import access, consultations, opinions, studies
 from consult.consultations import ConsultationStatus
 from consult.directory import Role
 from consult.opinions import OpinionStatus
@@ -24,17 +23,7 @@ from consult.web.templating import render
 
 def inbox(ctx: Ctx) -> Response:
     user = ctx.user
-    with ctx.services.catalog.write() as conn:
-        found = consultations.list_for(conn, user)
-        audit.record(
-            conn,
-            ctx.actor,
-            action="consultations.list",
-            object_type="hospital",
-            object_id=str(user.hospital_id),
-            outcome=Outcome.SUCCESS,
-            detail=f"{len(found)} consultations",
-        )
+    found = consultations.list_audited(ctx.services.catalog, ctx.actor, user)
     return render(
         ctx.request, "consultations.html", {"session": ctx.session, "consultations": found}
     )
