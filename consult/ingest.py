@@ -45,6 +45,7 @@ from consult.dicomio import (
 )
 from consult.errors import InvalidDataset
 from consult.services import Services
+from storage import ObjectStore
 from storage.keys import instance_key
 
 log = logging.getLogger(__name__)
@@ -441,7 +442,10 @@ def _upsert_series(
 
 
 _PUT_LOCKS = [threading.Lock() for _ in range(64)]
-_recent_puts: OrderedDict[tuple[int, str], None] = OrderedDict()
+# Per store object (not per id(): a new store can get a collected one's id).
+_recent_puts: weakref.WeakKeyDictionary[ObjectStore, OrderedDict[str, None]] = (
+    weakref.WeakKeyDictionary()
+)
 
 
 def _put_once(services: Services, key: str, body: bytes) -> None:
@@ -451,14 +455,18 @@ def _put_once(services: Services, key: str, body: bytes) -> None:
     same time; one put per key and process is enough (a content-addressed key always
     holds the same bytes), and S3 servers need not take N concurrent writes of one key.
     """
-    ident = (id(services.store), key)
     with _PUT_LOCKS[hash(key) % len(_PUT_LOCKS)]:
-        if ident in _recent_puts:
+        with _caches_lock:
+            recent = _recent_puts.get(services.store)
+            if recent is None:
+                recent = _recent_puts[services.store] = OrderedDict()
+        if key in recent:
             return
         services.store.put(key, body, content_type="application/dicom")
-        _recent_puts[ident] = None
-        if len(_recent_puts) > 4096:
-            _recent_puts.popitem(last=False)
+        with _caches_lock:
+            recent[key] = None
+            if len(recent) > 4096:
+                recent.popitem(last=False)
 
 
 @dataclass
