@@ -23,13 +23,11 @@ from consult import directory
 from consult.demo import demo_study, write_part10
 from consult.services import Services
 from consult.settings import Settings
-from tests.support import free_port, need_or_skip, require_tool, wait_until
+from tests.support import free_port, launch_chromium, require_tool, wait_until
 
 pytestmark = pytest.mark.e2e
 
 SHOTS = Path(__file__).resolve().parent.parent / "test-output" / "flow"
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
 PASSWORDS = {"rita": "rita-password-1", "sam": "sam-password-1"}
 OPINION = (
     "Befund: 9 mm Läsion im rechten Oberlappen, kein Hinweis auf Malignität.\n"
@@ -136,12 +134,10 @@ def server(tmp_path: Path, pacs: tuple[int, Path]) -> Iterator[dict[str, Any]]:
 
 @pytest.fixture
 def browser() -> Iterator[Any]:
-    if not Path(CHROMIUM).exists():
-        need_or_skip(f"{CHROMIUM} not installed (apt-get install chromium)")
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as pw:
-        b = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        b = launch_chromium(pw)
         yield b
         b.close()
 

@@ -5,22 +5,18 @@ from __future__ import annotations
 
 import io
 import json
-import socket
 import threading
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import httpx
 import numpy as np
 import pytest
-import uvicorn
 from PIL import Image
 from sqlalchemy import select
-from starlette.applications import Starlette
 
 from consult import renders
 from consult.app import create_app
@@ -30,7 +26,7 @@ from consult.catalog.tables import renders as renders_table
 from consult.services import Services
 from consult.settings import Settings
 from tests.pyramid_support import mono16_dataset, write_dataset
-from tests.support import need_or_skip, require_tool, sample, wait_until
+from tests.support import launch_chromium, need_or_skip, sample, serve, wait_until
 from tests.web_world import PASSWORD, World, build_world
 from viewer import Window, open_frames
 from viewer.dzi import DZI_NAMESPACE
@@ -289,23 +285,6 @@ def test_render_cache_is_bounded_and_least_recently_used_goes_first(
     assert renders.evict(tight) == 0
 
 
-@contextmanager
-def serve(app: Starlette) -> Iterator[str]:
-    """The app under uvicorn in a thread, on a port the OS picked."""
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    try:
-        wait_until(lambda: server.started)
-        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
-    finally:
-        server.should_exit = True
-        thread.join(10)
-        sock.close()
-
-
 def login(base: str, username: str) -> dict[str, str]:
     response = httpx.post(f"{base}/api/session", json={"username": username, "password": PASSWORD})
     assert response.status_code == 200, response.text
@@ -403,17 +382,13 @@ def test_openseadragon_opens_our_descriptor_and_draws_tiles(
 ) -> None:
     """One Chromium check: OpenSeadragon reads one of our .dzi descriptors through the app
     and draws its tiles (the viewer page itself is the viewer issue's)."""
-    require_tool("chromium", "chromium")
     root = Path(__file__).resolve().parent.parent / "node_modules" / "openseadragon"
     if not root.is_dir():
         need_or_skip("OpenSeadragon not installed (npm install)")
     from playwright.sync_api import sync_playwright
 
     with serve(create_app(world.services)) as base, sync_playwright() as pw:
-        browser = pw.chromium.launch(
-            executable_path="/usr/bin/chromium",
-            args=["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"],
-        )
+        browser = launch_chromium(pw)
         try:
             page = browser.new_page()
             errors: list[str] = []

@@ -4,21 +4,16 @@ from __future__ import annotations
 
 import hashlib
 import re
-import socket
-import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-import uvicorn
-from starlette.applications import Starlette
 from starlette.testclient import TestClient
 
 from consult.app import create_app
 from consult.services import Services
 from consult.settings import Settings
-from tests.support import require_tool, wait_until
+from tests.support import launch_chromium, serve, wait_until
 from tests.web_world import CT, PASSWORD, World, build_world, hostile_copy
 
 HOSTILE = "<script>alert(1)</script>"
@@ -202,14 +197,10 @@ def test_static_assets_are_served(world: World) -> None:
 @pytest.mark.e2e
 def test_pages_in_chromium(world: World, tmp_path: Path) -> None:
     """The pages work in a real browser under our CSP: labels, buttons, images, local times."""
-    require_tool("chromium", "chromium")
     from playwright.sync_api import sync_playwright
 
     with serve(create_app(world.services)) as base, sync_playwright() as pw:
-        browser = pw.chromium.launch(
-            executable_path="/usr/bin/chromium",
-            args=["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"],
-        )
+        browser = launch_chromium(pw)
         try:
             page = browser.new_page()
             problems: list[str] = []
@@ -244,20 +235,3 @@ def test_pages_in_chromium(world: World, tmp_path: Path) -> None:
             assert problems == []
         finally:
             browser.close()
-
-
-@contextmanager
-def serve(app: Starlette) -> Iterator[str]:
-    """The app under uvicorn in a thread, on a port the OS picked."""
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    try:
-        wait_until(lambda: server.started)
-        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
-    finally:
-        server.should_exit = True
-        thread.join(10)
-        sock.close()
