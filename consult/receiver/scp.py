@@ -15,6 +15,7 @@ from typing import Any
 from pynetdicom.transport import ThreadedAssociationServer
 
 from consult.receiver import _socket
+from consult.receiver._reactor import EventDrivenRequestHandler
 from consult.receiver.handlers import StoreHandlers
 from consult.receiver.limits import ConnectionGuard
 from consult.services import Services
@@ -86,6 +87,7 @@ class Receiver:
             server_class=GuardedServer,
             guard=self.guard,
             reuse_port=self.reuse_port,
+            request_handler=EventDrivenRequestHandler,
         )
         ae._servers.append(server)  # so that server.shutdown() can deregister it
         thread = threading.Thread(target=server.serve_forever, name="dicom-accept", daemon=True)
