@@ -19,10 +19,13 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import threading
 import time
 import weakref
 from collections import OrderedDict
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -45,8 +48,9 @@ from consult.dicomio import (
 )
 from consult.errors import InvalidDataset
 from consult.services import Services
-from storage import ObjectStore
+from storage import LocalObjectStore, ObjectStore
 from storage.keys import instance_key
+from storage.local import StagedObject
 
 log = logging.getLogger(__name__)
 
@@ -128,20 +132,28 @@ def ingest(
             "SOP Instance UID of the dataset differs from the C-STORE request's",
             dicom_status=0xA900,
         )
-    sha256 = hashlib.sha256(data).hexdigest()
-
-    # No catalog read first: an identical retry (rare) rewrites the same bytes under the
-    # same key, and the index transaction then finds the version and changes nothing.
-    lock_timeout = services.settings.catalog_lock_timeout
-    key = instance_key(header.study_uid, header.sop_instance_uid, sha256)
     prefix = received_prefix(
         sop_class_uid=header.sop_class_uid,
         sop_instance_uid=header.sop_instance_uid,
         transfer_syntax_uid=transfer_syntax_uid,
         source_ae=origin.calling_ae,
     )
-    _put_once(services, key, prefix + data)
+    # On a local store the bytes go to disk (write + fsync, off the GIL) in a helper
+    # thread while this one hashes them for the key; S3 needs the key first.
+    staging = _stage(services.store, prefix, data)
+    sha256 = hashlib.sha256(data).hexdigest()
+    # No catalog read first: an identical retry (rare) rewrites the same bytes under the
+    # same key, and the index transaction then finds the version and changes nothing.
+    key = instance_key(header.study_uid, header.sop_instance_uid, sha256)
+    if staging is None:
+        _put_once(
+            services, key, lambda: services.store.put(key, prefix + data, content_type=_DICOM)
+        )
+    else:
+        staged = staging.result()
+        _put_once(services, key, lambda: staged.publish(key), staged.discard)
 
+    lock_timeout = services.settings.catalog_lock_timeout
     cache = _cache_for(services.catalog)
     for attempt in range(3):
         try:
@@ -441,6 +453,11 @@ def _upsert_series(
     return series_pk
 
 
+def _nothing() -> None:
+    return None
+
+
+_DICOM = "application/dicom"
 _PUT_LOCKS = [threading.Lock() for _ in range(64)]
 # Per store object (not per id(): a new store can get a collected one's id).
 _recent_puts: weakref.WeakKeyDictionary[ObjectStore, OrderedDict[str, None]] = (
@@ -448,8 +465,11 @@ _recent_puts: weakref.WeakKeyDictionary[ObjectStore, OrderedDict[str, None]] = (
 )
 
 
-def _put_once(services: Services, key: str, body: bytes) -> None:
-    """Put an object unless this process stored it under this key already.
+def _put_once(
+    services: Services, key: str, put: Callable[[], None], skip: Callable[[], None] = _nothing
+) -> None:
+    """Run ``put`` unless this process stored something under ``key`` already (then
+    ``skip``).
 
     Senders that retry, or several senders with one study, send the same bytes at the
     same time; one put per key and process is enough (a content-addressed key always
@@ -461,12 +481,31 @@ def _put_once(services: Services, key: str, body: bytes) -> None:
             if recent is None:
                 recent = _recent_puts[services.store] = OrderedDict()
         if key in recent:
+            skip()
             return
-        services.store.put(key, body, content_type="application/dicom")
+        put()
         with _caches_lock:
             recent[key] = None
             if len(recent) > 4096:
                 recent.popitem(last=False)
+
+
+_stagers: ThreadPoolExecutor | None = None
+_stagers_pid = 0
+
+
+def _stage(store: ObjectStore, prefix: bytes, data: bytes) -> Future[StagedObject] | None:
+    """Start writing ``prefix + data`` to a local store's staging area in a helper thread;
+    None for stores that cannot stage (S3)."""
+    global _stagers, _stagers_pid
+    if not isinstance(store, LocalObjectStore):
+        return None
+    with _caches_lock:
+        if _stagers is None or _stagers_pid != os.getpid():  # none yet, or forked
+            _stagers = ThreadPoolExecutor(max_workers=16, thread_name_prefix="ingest-stage")
+            _stagers_pid = os.getpid()
+        pool = _stagers
+    return pool.submit(store.stage, (prefix, data))
 
 
 @dataclass

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import itertools
 import os
-from collections.abc import Iterator
+import time
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from storage.base import ObjectInfo, check_key
@@ -27,26 +28,59 @@ class LocalObjectStore:
     def __init__(self, root: Path) -> None:
         self.root = root.resolve()
         self.root.mkdir(parents=True, exist_ok=True)
+        self._remove_stale_temporaries()
+
+    def _remove_stale_temporaries(self) -> None:
+        """Temporary files a crashed writer left (over a day old: no live write is)."""
+        cutoff = time.time() - 86400
+        for tmp in self.root.glob(".tmp-*"):
+            try:
+                if tmp.stat().st_mtime < cutoff:
+                    tmp.unlink()
+            except OSError:
+                continue
 
     def _path(self, key: str) -> Path:
         return self.root / check_key(key)
 
     def put(self, key: str, data: bytes, *, content_type: str = "application/octet-stream") -> None:
         """Write to a temporary file, fsync it, rename it into place, fsync the folder."""
-        path = self._path(key)
+        check_key(key)
+        self.stage([data]).publish(key)
+
+    def stage(self, parts: Sequence[bytes]) -> StagedObject:
+        """Write ``parts`` (one after another) to a temporary file and fsync it.
+
+        The first half of a put, for callers that learn the key only later (a key made of
+        the content's hash can be computed while the bytes go to disk): ``publish(key)``
+        finishes the put, ``discard()`` forgets it. Raises StorageError.
+        """
+        # A name unique to this process and write (cheaper than mkstemp's retries), in the
+        # root: the same file system as every key, and never a key (keys hold no ".x").
+        tmp = self.root / f".tmp-{os.getpid()}-{next(_counter)}"
         try:
-            self._make_dirs(path.parent)
-            # A name unique to this process and write (cheaper than mkstemp's retries).
-            tmp = path.parent / f".tmp-{os.getpid()}-{next(_counter)}"
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
             try:
                 try:
-                    view = memoryview(data)
-                    while view:
-                        view = view[os.write(fd, view) :]
+                    for part in parts:
+                        view = memoryview(part)
+                        while view:
+                            view = view[os.write(fd, view) :]
                     os.fsync(fd)
                 finally:
                     os.close(fd)
+            except BaseException:
+                tmp.unlink(missing_ok=True)
+                raise
+        except OSError as exc:
+            raise StorageError(f"cannot write a staged object: {exc.strerror or exc}") from exc
+        return StagedObject(self, tmp)
+
+    def _publish(self, tmp: Path, key: str) -> None:
+        path = self._path(key)
+        try:
+            try:
+                self._make_dirs(path.parent)
                 os.replace(tmp, path)
             except BaseException:
                 tmp.unlink(missing_ok=True)
@@ -113,3 +147,24 @@ class LocalObjectStore:
 
     def close(self) -> None:
         return None
+
+
+class StagedObject:
+    """Bytes durable under a temporary name in a local store, not yet under their key."""
+
+    def __init__(self, store: LocalObjectStore, tmp: Path) -> None:
+        self._store = store
+        self._tmp: Path | None = tmp
+
+    def publish(self, key: str) -> None:
+        """Move the bytes under ``key`` (replacing what was there) and make that durable."""
+        check_key(key)
+        if self._tmp is None:
+            raise RuntimeError("staged object already published or discarded")
+        tmp, self._tmp = self._tmp, None
+        self._store._publish(tmp, key)
+
+    def discard(self) -> None:
+        if self._tmp is not None:
+            self._tmp.unlink(missing_ok=True)
+            self._tmp = None
