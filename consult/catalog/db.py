@@ -9,7 +9,6 @@ dead database gives a quick failure (the C-STORE sender is told to retry).
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -22,6 +21,7 @@ from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 
+from consult.catalog._writelock import WriterLock
 from consult.errors import ConsultError
 
 log = logging.getLogger(__name__)
@@ -62,7 +62,11 @@ class Catalog:
             kwargs["max_overflow"] = 8
         self.engine: Engine = create_engine(self.url, **kwargs)
         self._lock_timeout = busy_timeout_ms / 1000
-        self._write_lock: threading.RLock | None = threading.RLock() if self.is_sqlite else None
+        self._write_lock: WriterLock | None = None
+        if self.is_sqlite:
+            database = self.url.database
+            on_disk = bool(database) and database != ":memory:"
+            self._write_lock = WriterLock(f"{database}.write-lock" if on_disk else None)
         if self.is_sqlite:
             self._configure_sqlite(busy_timeout_ms)
 
@@ -87,9 +91,10 @@ class Catalog:
     def write(self) -> Iterator[Connection]:
         """A write transaction, committed on success, rolled back on error.
 
-        On SQLite the writers of one process queue on a lock first: SQLite's own busy
-        handler polls with growing sleeps, so under many concurrent writers one of them
-        can starve past the timeout while the database is free most of the time.
+        On SQLite the writers of all threads and processes queue on a lock first
+        (_writelock.py): SQLite's own busy handler sleeps milliseconds between tries, so
+        under concurrent writers transactions wait far longer than the lock is held, and
+        one can starve past the timeout while the database is free most of the time.
         """
         if self._write_lock is None:
             with self._write() as conn:
@@ -173,6 +178,8 @@ class Catalog:
 
     def dispose(self) -> None:
         self.engine.dispose()
+        if self._write_lock is not None:
+            self._write_lock.close()
 
 
 def insert_id(conn: Connection, stmt: Any, params: dict[str, Any] | None = None) -> int:
