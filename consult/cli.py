@@ -166,7 +166,9 @@ def cmd_receive(settings: Settings, *, reuse_port: bool = False) -> int:
     services = Services.open(settings, migrate=not reuse_port)
     receiver = Receiver(services, reuse_port=reuse_port)
     port = receiver.start()
-    if not reuse_port:
+    if reuse_port:  # a child of _receive_in_processes: tell the parent we listen
+        print(f"ready {port}", flush=True)
+    else:
         print(f"DICOM receiver {settings.ae_title} listening on port {port}", flush=True)
     try:
         _wait_for_signal()
@@ -194,9 +196,21 @@ def _receive_in_processes(settings: Settings) -> int:
     command = [sys.executable, "-m", "consult", "receive", "--reuse-port"]
 
     def spawn() -> subprocess.Popen[bytes]:
-        return subprocess.Popen(command, env=env)
+        return subprocess.Popen(command, env=env, stdout=subprocess.PIPE)
+
+    def ready(child: subprocess.Popen[bytes]) -> bool:
+        """Wait for a child's "ready" line (its only output) or its end."""
+        assert child.stdout is not None
+        with child.stdout:
+            return child.stdout.readline().startswith(b"ready")
 
     children = [spawn() for _ in range(settings.receiver_processes)]
+    # The kernel spreads connections over the processes listening when they arrive: say
+    # "listening" once all are.
+    if not all([ready(child) for child in children]):
+        _stop(children)
+        print("error: a receiver process did not start (see its log above)", file=sys.stderr)
+        return 1
     print(
         f"DICOM receiver {settings.ae_title} listening on port {port} "
         f"({settings.receiver_processes} processes)",
@@ -214,6 +228,7 @@ def _receive_in_processes(settings: Settings) -> int:
                     )
                     time.sleep(0.5)
                     children[i] = spawn()
+                    threading.Thread(target=ready, args=(children[i],), daemon=True).start()
     finally:
         _stop(children)
         holder.close()
