@@ -11,15 +11,19 @@ Receivers, measured in the same run, each started fresh per run (so every instan
 - dcmtk ``storescp`` writing files;
 - a bare pynetdicom SCP writing files (bench/bare_scp.py).
 
-Reports the median of N runs (default 5) in instances/s, the ratio to the baselines, and
-the receiver's CPU time per instance (user+system of its whole process tree).
+Every row is measured once per round and the rounds interleave the rows, so that the
+machine's drift hits all alike. Reports the median of N rounds (default 5) in instances/s,
+the ratios to the baselines (of the medians, and the median of per-round ratios), and the
+receiver's CPU time per instance (user+system of its whole process tree).
 
 usage: python bench/ingest.py [--runs 5] [--count 300] [--processes N] [--s3] [--quick]
+                              [--only TEXT]
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import shutil
 import socket
@@ -30,6 +34,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -126,9 +131,16 @@ def ours(processes: int, s3: str = "") -> Receiver:
         ]
         for args in setup:
             subprocess.run([*consult, *args], env=env, check=True, capture_output=True)
-        return subprocess.Popen(
-            [*consult, "receive"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        proc = subprocess.Popen(
+            [*consult, "receive"], env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL
         )
+        # "listening" comes once every receiver process listens (connections that arrive
+        # earlier all go to the first ones).
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        if b"listening" not in line:
+            raise RuntimeError(f"consult receive did not start: {line!r}")
+        return proc
 
     return start
 
@@ -200,18 +212,24 @@ def send(port: int, files: list[Path], associations: int, nodelay: bool) -> floa
     return time.perf_counter() - began
 
 
-def measure(
-    start: Receiver, files: list[Path], associations: int, nodelay: bool, runs: int
-) -> tuple[float, float]:
-    """Median instances/s and median receiver CPU ms per instance."""
-    rates, cpus = [], []
-    for _ in range(runs):
-        with running(start) as (port, proc):
+@dataclass
+class Row:
+    """One receiver and workload, measured once per round."""
+
+    name: str
+    start: Receiver
+    associations: int
+    nodelay: bool = True
+    runs: int = 0  # 0: every round
+    rates: list[float] = field(default_factory=list)
+    cpus: list[float] = field(default_factory=list)
+
+    def measure_once(self, files: list[Path]) -> None:
+        with running(self.start) as (port, proc):
             cpu0 = tree_cpu(proc.pid)
-            seconds = send(port, files, associations, nodelay)
-            cpus.append((tree_cpu(proc.pid) - cpu0) * 1000 / len(files))
-        rates.append(len(files) / seconds)
-    return statistics.median(rates), statistics.median(cpus)
+            seconds = send(port, files, self.associations, self.nodelay)
+            self.cpus.append((tree_cpu(proc.pid) - cpu0) * 1000 / len(files))
+        self.rates.append(len(files) / seconds)
 
 
 def main() -> None:
@@ -221,6 +239,9 @@ def main() -> None:
     parser.add_argument("--processes", type=int, default=os.cpu_count() or 2)
     parser.add_argument("--s3", action="store_true", help="also our receiver on moto's S3")
     parser.add_argument("--quick", action="store_true", help="skip the runs without TCP_NODELAY")
+    parser.add_argument(
+        "--only", default="", help="run only the rows whose name contains this (ratios need all)"
+    )
     args = parser.parse_args()
     for tool in ("storescu", "storescp"):
         if shutil.which(tool) is None:
@@ -228,48 +249,68 @@ def main() -> None:
     files = generate(Path(tempfile.gettempdir()) / "consult-bench-ct", args.count)
     print(
         f"{len(files)} instances, {files[0].stat().st_size / 1024:.0f} KiB each; "
-        f"median of {args.runs} runs; {os.cpu_count()} CPUs; load {os.getloadavg()[0]:.2f}"
+        f"median of {args.runs} rounds (every row once per round, interleaved); "
+        f"{os.cpu_count()} CPUs; load {os.getloadavg()[0]:.2f}"
     )
-    rows: list[tuple[str, float, float]] = []
-
-    def row(name: str, start: Receiver, assocs: int, nodelay: bool = True, runs: int = 0) -> float:
-        rate, cpu = measure(start, files, assocs, nodelay, runs or args.runs)
-        rows.append((name, rate, cpu))
-        print(f"  {name:<52} {rate:7.1f} inst/s  {cpu:6.2f} ms CPU/inst", flush=True)
-        return rate
-
-    bare1 = row("bare pynetdicom SCP, 1 association", bare, 1)
-    dcmtk1 = row("dcmtk storescp, 1 association", storescp, 1)
-    ours1 = row("consult receive, 1 association", ours(1), 1)
-    ours4 = row(
+    bare1 = Row("bare pynetdicom SCP, 1 association", bare, 1)
+    dcmtk1 = Row("dcmtk storescp, 1 association", storescp, 1)
+    ours1 = Row("consult receive, 1 association", ours(1), 1)
+    ours4 = Row(
         f"consult receive x{args.processes} processes, 4 associations", ours(args.processes), 4
     )
-    bare4 = row("bare pynetdicom SCP, 4 associations", bare, 4)
+    bare4 = Row("bare pynetdicom SCP, 4 associations", bare, 4)
+    rows = [bare1, dcmtk1, ours1, ours4, bare4]
     if not args.quick:
         slow = max(1, args.runs // 2)
-        row("consult receive, 1 association, no TCP_NODELAY", ours(1), 1, False, slow)
-        row("dcmtk storescp, 1 association, no TCP_NODELAY", storescp, 1, False, slow)
-    if args.s3:
-        from moto.server import ThreadedMotoServer
-
-        port = free_port()
-        server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-        server.start()
-        try:
-            row(
-                "consult receive on moto S3, 1 association (report only)",
-                ours(1, f"http://127.0.0.1:{port}"),
-                1,
-                True,
-                max(1, args.runs // 2),
+        rows.append(Row("consult receive, 1 association, no TCP_NODELAY", ours(1), 1, False, slow))
+        rows.append(Row("dcmtk storescp, 1 association, no TCP_NODELAY", storescp, 1, False, slow))
+    with contextlib.ExitStack() as stack:
+        if args.s3:
+            endpoint = stack.enter_context(moto_server())
+            rows.append(
+                Row(
+                    "consult receive on moto S3, 1 association (report only)",
+                    ours(1, endpoint),
+                    1,
+                    runs=max(1, args.runs // 2),
+                )
             )
-        finally:
-            server.stop()
+        rows = [row for row in rows if args.only in row.name]
+        for round_ in range(args.runs):
+            for row in rows:
+                if not row.runs or round_ < row.runs:
+                    row.measure_once(files)
+            print(f"  round {round_ + 1}/{args.runs} done", file=sys.stderr, flush=True)
+    for row in rows:
+        rate, cpu = statistics.median(row.rates), statistics.median(row.cpus)
+        print(f"  {row.name:<52} {rate:7.1f} inst/s  {cpu:6.2f} ms CPU/inst", flush=True)
     print()
-    print(f"ours 1 assoc / bare pynetdicom 1 assoc:        {ours1 / bare1:.2f}x  (target >= 1.0)")
-    print(f"ours 4 assoc / bare pynetdicom 1 assoc:        {ours4 / bare1:.2f}x  (target >= 1.5)")
-    print(f"ours 4 assoc / bare pynetdicom 4 assoc:        {ours4 / bare4:.2f}x")
-    print(f"ours 1 assoc / dcmtk storescp 1 assoc:         {ours1 / dcmtk1:.2f}x")
+
+    def ratio(label: str, mine: Row, base: Row, target: str = "") -> None:
+        if not mine.rates or not base.rates:
+            return
+        paired = statistics.median(m / b for m, b in zip(mine.rates, base.rates, strict=False))
+        of_medians = statistics.median(mine.rates) / statistics.median(base.rates)
+        note = f"  (target >= {target})" if target else ""
+        print(f"{label:<46} {of_medians:.2f}x  (median of per-round ratios {paired:.2f}x){note}")
+
+    ratio("ours 1 assoc / bare pynetdicom 1 assoc:", ours1, bare1, "1.0")
+    ratio("ours 4 assoc / bare pynetdicom 1 assoc:", ours4, bare1, "1.5")
+    ratio("ours 4 assoc / bare pynetdicom 4 assoc:", ours4, bare4)
+    ratio("ours 1 assoc / dcmtk storescp 1 assoc:", ours1, dcmtk1)
+
+
+@contextlib.contextmanager
+def moto_server() -> Iterator[str]:
+    from moto.server import ThreadedMotoServer
+
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.stop()
 
 
 if __name__ == "__main__":
