@@ -183,3 +183,105 @@ def test_concurrent_migrate_in_processes(database_url: str) -> None:
         assert len(_revision(catalog)) == 1
     finally:
         catalog.dispose()
+
+
+# --- the SQLite writers' lock ------------------------------------------------------------------
+
+
+def _sqlite_catalog(tmp_path: Path, timeout_ms: int = 5000) -> Catalog:
+    catalog = Catalog(f"sqlite:///{tmp_path / 'catalog.sqlite3'}", busy_timeout_ms=timeout_ms)
+    catalog.migrate()
+    return catalog
+
+
+def test_sqlite_writer_held_elsewhere_times_out_then_passes(tmp_path: Path) -> None:
+    """Another process's writer holding the lock file: a write waits at most the lock
+    timeout, fails as CatalogUnavailable, and goes through once the lock is free."""
+    import fcntl
+    import time
+
+    catalog = _sqlite_catalog(tmp_path, timeout_ms=300)
+    try:
+        with open(f"{tmp_path / 'catalog.sqlite3'}.write-lock", "a") as other:
+            fcntl.flock(other, fcntl.LOCK_EX)  # a separate open file: as another process
+            began = time.monotonic()
+            with pytest.raises(CatalogUnavailable, match="write lock"):
+                with catalog.write() as conn:
+                    conn.execute(hospitals.insert().values(name="Blocked", created_at=utcnow()))
+            assert 0.25 <= time.monotonic() - began < 3
+            fcntl.flock(other, fcntl.LOCK_UN)
+        with catalog.write() as conn:
+            conn.execute(hospitals.insert().values(name="After", created_at=utcnow()))
+        with catalog.read() as conn:
+            names = list(conn.execute(select(hospitals.c.name)).scalars())
+        assert names == ["After"]
+    finally:
+        catalog.dispose()
+
+
+def test_writer_lock_is_reentrant_and_holds_the_file_until_the_outermost_release(
+    tmp_path: Path,
+) -> None:
+    import fcntl
+
+    from consult.catalog._writelock import WriterLock
+
+    path = str(tmp_path / "lock")
+    lock = WriterLock(path)
+
+    def held_elsewhere() -> bool:
+        with open(path, "a") as probe:
+            try:
+                fcntl.flock(probe, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return True
+            fcntl.flock(probe, fcntl.LOCK_UN)
+            return False
+
+    try:
+        assert lock.acquire(timeout=1)
+        assert lock.acquire(timeout=1)
+        lock.release()
+        assert held_elsewhere()
+        # Another thread waits for the outermost release, and times out before it.
+        results: list[bool] = []
+        other = threading.Thread(target=lambda: results.append(lock.acquire(timeout=0.2)))
+        other.start()
+        other.join()
+        assert results == [False]
+        lock.release()
+        assert not held_elsewhere()
+    finally:
+        lock.close()
+
+
+def _add_hospitals(url: str, prefix: str, count: int) -> None:
+    catalog = Catalog(url)
+    try:
+        for i in range(count):
+            with catalog.write() as conn:
+                conn.execute(hospitals.insert().values(name=f"{prefix}-{i}", created_at=utcnow()))
+    finally:
+        catalog.dispose()
+
+
+def test_sqlite_writers_in_several_processes_all_commit(tmp_path: Path) -> None:
+    """Four processes x 50 write transactions at once: every one commits, none times out."""
+    catalog = _sqlite_catalog(tmp_path)
+    url = str(catalog.url)
+    spawn = multiprocessing.get_context("spawn")
+    children = [spawn.Process(target=_add_hospitals, args=(url, f"p{n}", 50)) for n in range(4)]
+    for child in children:
+        child.start()
+    for child in children:
+        child.join(timeout=120)
+    try:
+        assert [child.exitcode for child in children] == [0, 0, 0, 0]
+        with catalog.read() as conn:
+            names = set(conn.execute(select(hospitals.c.name)).scalars())
+        assert names == {f"p{n}-{i}" for n in range(4) for i in range(50)}
+    finally:
+        for child in children:
+            if child.is_alive():
+                child.kill()
+        catalog.dispose()

@@ -194,6 +194,55 @@ def test_local_objects_are_files_under_root(tmp_path: Path) -> None:
     assert (root / "x" / "y" / "z.bin").read_bytes() == b"payload"
 
 
+def test_local_stage_then_publish(tmp_path: Path) -> None:
+    """The two halves of a put: bytes durable under a temporary name, then under the key
+    learnt meanwhile; discarding leaves nothing."""
+    root = tmp_path / "objects"
+    store = LocalObjectStore(root)
+    staged = store.stage([b"meta", b"", b"payload"])
+    assert list(store.list()) == [] and len(_temp_files(root)) == 1
+    staged.publish("a/b/c.dcm")
+    assert store.get("a/b/c.dcm") == b"metapayload"
+    assert _temp_files(root) == []
+    with pytest.raises(RuntimeError, match="already published"):
+        staged.publish("a/b/d.dcm")
+    store.stage([b"x"]).discard()
+    assert _temp_files(root) == []
+    assert [info.key for info in store.list()] == ["a/b/c.dcm"]
+
+
+def test_local_publish_failure_leaves_nothing(tmp_path: Path) -> None:
+    root = tmp_path / "objects"
+    store = LocalObjectStore(root)
+    store.put("a", b"a file where a folder would go")
+    staged = store.stage([b"data"])
+    with pytest.raises(StorageError, match="cannot write 'a/b'"):
+        staged.publish("a/b")
+    with pytest.raises(ValueError, match="invalid object key"):
+        store.stage([b"data"]).publish("../escape")
+    assert store.get("a") == b"a file where a folder would go"
+    assert [info.key for info in store.list()] == ["a"]
+
+
+def test_local_stale_temporaries_are_removed_at_start(tmp_path: Path) -> None:
+    """A crashed writer's temporary file goes when a store opens the folder a day later;
+    a fresh one (perhaps another process's write in progress) stays."""
+    import os
+    import time
+
+    root = tmp_path / "objects"
+    store = LocalObjectStore(root)
+    old, fresh = store.stage([b"old"]), store.stage([b"fresh"])
+    (old_path,) = [p for p in _temp_files(root) if p.read_bytes() == b"old"]
+    two_days_ago = time.time() - 2 * 86400
+    os.utime(old_path, (two_days_ago, two_days_ago))
+    LocalObjectStore(root)
+    assert [p.read_bytes() for p in _temp_files(root)] == [b"fresh"]
+    fresh.publish("k")
+    old.discard()  # already gone: nothing to do
+    assert store.get("k") == b"fresh"
+
+
 # --- S3 (moto's server over HTTP) --------------------------------------------------------------
 
 
