@@ -9,13 +9,22 @@ from typing import Any
 import pytest
 from pynetdicom import AE
 from pynetdicom.association import Association
+from pynetdicom.dimse_messages import C_STORE_RSP
+from pynetdicom.dimse_primitives import C_ECHO, C_STORE
+from pynetdicom.dsutils import encode
 from pynetdicom.dul import DULServiceProvider
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 from pynetdicom.transport import RequestHandler
 
 from consult import directory
 from consult.receiver import Receiver
-from consult.receiver._reactor import EventDrivenAssociation, EventDrivenDUL, upgrade
+from consult.receiver._reactor import (
+    DirectResponseDIMSE,
+    EventDrivenAssociation,
+    EventDrivenDUL,
+    upgrade,
+)
+from consult.receiver._responses import store_response_command
 from consult.services import Services
 from consult.settings import Settings
 from tests.support import wait_until
@@ -57,6 +66,7 @@ def test_acceptor_associations_are_event_driven(receiver: Receiver) -> None:
         assert len(served) == 1
         assert isinstance(served[0], EventDrivenAssociation)
         assert isinstance(served[0].dul, EventDrivenDUL)
+        assert isinstance(served[0].dimse, DirectResponseDIMSE)
         # Our own end of the association (a requestor) is pynetdicom's, unchanged.
         assert type(assoc) is Association
         assert type(assoc.dul) is DULServiceProvider
@@ -127,3 +137,48 @@ def test_pynetdicom_internals_we_rely_on() -> None:
         assert hasattr(assoc, attr), attr
     assert hasattr(assoc.dimse, "msg_queue")
     assert callable(RequestHandler._create_association)
+
+
+def _pynetdicom_command(primitive: Any) -> bytes:
+    message = C_STORE_RSP()
+    message.primitive_to_message(primitive)
+    encoded = encode(message.command_set, True, True)
+    assert encoded is not None
+    return bytes(encoded)
+
+
+@pytest.mark.parametrize("status", [0x0000, 0xA700, 0xA900, 0xC210, 0xC001, 0xB000])
+@pytest.mark.parametrize("comment", [None, "", "odd", "even", "storage unavailable, retry"])
+@pytest.mark.parametrize(
+    "instance_uid", ["1.2.3.4", "1.2.3.45", "1.2.826.0.1.3680043.8.498." + "9" * 37, None]
+)
+def test_direct_store_responses_match_pynetdicom(
+    status: int, comment: str | None, instance_uid: str | None
+) -> None:
+    primitive: Any = C_STORE()
+    primitive.MessageIDBeingRespondedTo = 7
+    primitive.AffectedSOPClassUID = "1.2.840.10008.5.1.4.1.1.2"
+    if instance_uid is not None:
+        primitive.AffectedSOPInstanceUID = instance_uid
+    primitive.Status = status
+    primitive.ErrorComment = comment
+    assert store_response_command(primitive) == _pynetdicom_command(primitive)
+
+
+def test_direct_store_responses_leave_the_rest_to_pynetdicom() -> None:
+    request = C_STORE()
+    request.MessageID = 7
+    request.AffectedSOPClassUID = "1.2.840.10008.5.1.4.1.1.2"
+    assert store_response_command(request) is None  # a request, not a response
+    response: Any = C_STORE()
+    response.MessageIDBeingRespondedTo = 7
+    response.Status = 0xA900
+    response.OffendingElement = [0x00100010]
+    assert store_response_command(response) is None
+    response.OffendingElement = None
+    response.ErrorComment = "Zürich"  # not ASCII: pydicom's character sets decide
+    assert store_response_command(response) is None
+    echo = C_ECHO()
+    echo.MessageIDBeingRespondedTo = 1
+    echo.Status = 0
+    assert store_response_command(echo) is None

@@ -12,7 +12,8 @@ The two subclasses here wait for work instead:
 - the DUL thread waits in ``select`` on the peer's socket and a wake-up socket that every
   primitive the association hands it (a C-STORE response, a release, an abort) writes to;
 - the association thread waits on an event set whenever the DUL queues a DIMSE message or
-  an ACSE primitive for it, or ends.
+  an ACSE primitive for it, or ends;
+- C-STORE responses are encoded directly (_responses.py), not through a pydicom Dataset.
 
 Both still wake at least every ``_IDLE_WAIT`` seconds for what nothing signals (ARTIM and
 idle timers, kills). Everything else, the state machine, PDU decoding and the checks of
@@ -32,10 +33,15 @@ import threading
 import time
 from typing import Any
 
+from pynetdicom import evt
 from pynetdicom.association import Association
+from pynetdicom.dimse import DIMSEServiceProvider
 from pynetdicom.dul import DULServiceProvider
 from pynetdicom.pdu import A_ABORT_RQ
+from pynetdicom.pdu_primitives import P_DATA
 from pynetdicom.transport import RequestHandler
+
+from consult.receiver._responses import store_response_command
 
 log = logging.getLogger(__name__)
 # Association events are logged where pynetdicom logs its own (quieter by default).
@@ -159,6 +165,25 @@ class EventDrivenDUL(DULServiceProvider):
         self._kill_thread = True
 
 
+class DirectResponseDIMSE(DIMSEServiceProvider):
+    """The DIMSE provider, sending C-STORE responses encoded directly (_responses.py)."""
+
+    def send_msg(self, primitive: Any, context_id: int) -> None:
+        command = store_response_command(primitive)
+        limit = self.maximum_pdu_size
+        if (
+            command is None
+            or (limit and len(command) + 6 > limit)  # would need fragments: pynetdicom's way
+            or self.assoc.get_handlers(evt.EVT_DIMSE_SENT)  # someone wants the message
+        ):
+            super().send_msg(primitive, context_id)
+            return
+        pdata = P_DATA()
+        # Message control header 0x03: a command, and its last fragment (PS3.8 E.2).
+        pdata.presentation_data_value_list.append((context_id, b"\x03" + command))
+        self.dul.send_pdu(pdata)
+
+
 class EventDrivenAssociation(Association):
     """An acceptor association whose reactor waits for DIMSE messages instead of polling.
 
@@ -197,7 +222,7 @@ class EventDrivenAssociation(Association):
                 assoc_log.info("Association Released")
                 self.is_released = True
                 self.is_established = False
-                _trigger(self, "EVT_RELEASED")
+                evt.trigger(self, evt.EVT_RELEASED, {})
                 self.kill()
                 return
 
@@ -209,7 +234,7 @@ class EventDrivenAssociation(Association):
                 self.dul.receive_pdu(wait=False)  # so that EVT_ACSE_RECV fires
                 self.is_aborted = True
                 self.is_established = False
-                _trigger(self, "EVT_ABORTED")
+                evt.trigger(self, evt.EVT_ABORTED, {})
                 self.kill()
                 return
 
@@ -230,12 +255,6 @@ class EventDrivenAssociation(Association):
                 return
 
 
-def _trigger(assoc: Association, name: str) -> None:
-    from pynetdicom import evt
-
-    evt.trigger(assoc, getattr(evt, name), {})
-
-
 def upgrade(assoc: Association) -> Association:
     """Give a configured, not yet started acceptor association the event-driven reactors."""
     if assoc.is_alive() or not assoc.is_acceptor:
@@ -251,6 +270,7 @@ def upgrade(assoc: Association) -> Association:
     assoc.__class__ = EventDrivenAssociation
     assert isinstance(assoc, EventDrivenAssociation)
     assoc._wake_event = threading.Event()
+    assoc.dimse = DirectResponseDIMSE(assoc)
     assoc.dimse.msg_queue = _WakingQueue(assoc.wake)
     dul.to_user_queue = _WakingQueue(assoc.wake)
     return assoc

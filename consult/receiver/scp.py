@@ -58,6 +58,10 @@ class Receiver:
         from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
         _socket.install()
+        if not logging.getLogger("pynetdicom").isEnabledFor(logging.INFO):
+            # pynetdicom's default handlers describe every PDU and DIMSE message for its
+            # log (about a tenth of the receiver's CPU) even when the log discards them.
+            _config.LOG_HANDLER_LEVEL = "none"
         # Accept SOP classes pynetdicom does not know (private and newer ones) too.
         _config.UNRESTRICTED_STORAGE_SERVICE = True
         settings = self.services.settings
