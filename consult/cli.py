@@ -31,7 +31,7 @@ def _parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
     sub.add_parser("serve", help="web app + DICOM receiver + workers in one go")
     receive = sub.add_parser("receive", help="the DICOM receiver only")
-    receive.add_argument("--reuse-port", action="store_true", help=argparse.SUPPRESS)
+    receive.add_argument("--listen-fd", type=int, help=argparse.SUPPRESS)
     sub.add_parser("web", help="the web app only")
     worker = sub.add_parser("worker", help="one background worker (previews, deliveries)")
     worker.add_argument("--exit-with-parent", action="store_true", help=argparse.SUPPRESS)
@@ -158,15 +158,19 @@ def _stop(children: list[subprocess.Popen[bytes]]) -> None:
             child.kill()
 
 
-def cmd_receive(settings: Settings, *, reuse_port: bool = False) -> int:
+def cmd_receive(settings: Settings, *, listen_fd: int | None = None) -> int:
+    import socket
+
     from consult.receiver import Receiver
 
-    if settings.receiver_processes > 1 and not reuse_port:
+    child = listen_fd is not None  # one of _receive_in_processes' receivers
+    if settings.receiver_processes > 1 and not child:
         return _receive_in_processes(settings)
-    services = Services.open(settings, migrate=not reuse_port)
-    receiver = Receiver(services, reuse_port=reuse_port)
+    services = Services.open(settings, migrate=not child)
+    listener = socket.socket(fileno=listen_fd) if listen_fd is not None else None
+    receiver = Receiver(services, listen_socket=listener)
     port = receiver.start()
-    if reuse_port:  # a child of _receive_in_processes: tell the parent we listen
+    if child:  # tell the parent we accept connections
         print(f"ready {port}", flush=True)
     else:
         print(f"DICOM receiver {settings.ae_title} listening on port {port}", flush=True)
@@ -179,24 +183,22 @@ def cmd_receive(settings: Settings, *, reuse_port: bool = False) -> int:
 
 
 def _receive_in_processes(settings: Settings) -> int:
-    """Run ``receiver_processes`` receivers sharing one port (SO_REUSEPORT); restart any
-    that dies."""
-    import os
+    """Run ``receiver_processes`` receivers accepting from one listening socket; restart
+    any that dies."""
     import socket
     import time
 
     Services.open(settings).close()  # migrate once, before the children start
-    # Hold the port (bound, not listening) so port 0 resolves to one port for all children.
-    holder = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-    holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    holder.bind((settings.dicom_host, settings.dicom_port))
-    port = int(holder.getsockname()[1])
-    env = {**os.environ, "CONSULT_DICOM_PORT": str(port)}
-    command = [sys.executable, "-m", "consult", "receive", "--reuse-port"]
+    # One listening socket, inherited by every child: the least busy accepts each
+    # connection (scp.py). With SO_REUSEPORT the kernel would hash connections to
+    # processes whatever their load: 4 associations on 4 processes share one in ten runs.
+    listener = socket.create_server((settings.dicom_host, settings.dicom_port), backlog=128)
+    listener.set_inheritable(True)
+    port = int(listener.getsockname()[1])
+    command = [sys.executable, "-m", "consult", "receive", "--listen-fd", str(listener.fileno())]
 
     def spawn() -> subprocess.Popen[bytes]:
-        return subprocess.Popen(command, env=env, stdout=subprocess.PIPE)
+        return subprocess.Popen(command, stdout=subprocess.PIPE, pass_fds=(listener.fileno(),))
 
     def ready(child: subprocess.Popen[bytes]) -> bool:
         """Wait for a child's "ready" line (its only output) or its end."""
@@ -205,10 +207,9 @@ def _receive_in_processes(settings: Settings) -> int:
             return child.stdout.readline().startswith(b"ready")
 
     children = [spawn() for _ in range(settings.receiver_processes)]
-    # The kernel spreads connections over the processes listening when they arrive: say
-    # "listening" once all are.
     if not all([ready(child) for child in children]):
         _stop(children)
+        listener.close()
         print("error: a receiver process did not start (see its log above)", file=sys.stderr)
         return 1
     print(
@@ -231,7 +232,7 @@ def _receive_in_processes(settings: Settings) -> int:
                     threading.Thread(target=ready, args=(children[i],), daemon=True).start()
     finally:
         _stop(children)
-        holder.close()
+        listener.close()
     return 0
 
 
@@ -309,7 +310,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "serve":
             return cmd_serve(settings)
         if args.command == "receive":
-            return cmd_receive(settings, reuse_port=args.reuse_port)
+            return cmd_receive(settings, listen_fd=args.listen_fd)
         if args.command == "worker":
             return cmd_worker(settings, exit_with_parent=args.exit_with_parent)
         services = Services.open(settings)

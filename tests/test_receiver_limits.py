@@ -180,3 +180,45 @@ def test_receiver_processes_share_one_port(tmp_path: Path) -> None:
     finally:
         proc.terminate()
         proc.wait(timeout=20)
+
+
+def test_receivers_sharing_a_socket_balance_associations(services: Services) -> None:
+    """Receivers accepting from one listening socket (as `consult receive` processes do):
+    the one serving fewer associations takes the next, so four associations held open
+    end up two and two (SO_REUSEPORT's hashing put all four on one of two processes in
+    one run out of eight)."""
+    import socket as socket_module
+
+    from pynetdicom import AE
+    from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
+
+    listener = socket_module.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    # One descriptor each, as each process has its own.
+    receivers = [Receiver(services, listen_socket=listener.dup()) for _ in range(2)]
+    for rx in receivers:
+        assert rx.start() == port
+    ae = AE(ae_title="REFPACS")
+    ae.add_requested_context(Verification)
+    held = []
+    try:
+        for _ in range(4):
+            assoc = ae.associate("127.0.0.1", port, ae_title="CONSULT")
+            assert assoc.is_established
+            held.append(assoc)
+        counts = sorted(len(rx._server.active_associations) for rx in receivers)
+        assert counts == [2, 2]
+        for assoc in held:
+            assoc.release()
+        held.clear()
+        # One receiver stopping leaves the socket to the other.
+        receivers[0].stop()
+        assoc = ae.associate("127.0.0.1", port, ae_title="CONSULT")
+        assert assoc.is_established
+        held.append(assoc)
+    finally:
+        for assoc in held:
+            assoc.release()
+        for rx in receivers:
+            rx.stop()
+        listener.close()

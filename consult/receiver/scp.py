@@ -1,8 +1,8 @@
 """Builds the application entity and runs the non-blocking SCP.
 
 One receiver process is CPU-bound near one core (pynetdicom decodes PDUs in Python under
-the GIL), so ``consult receive`` scales by running several processes on one port: each
-binds with ``SO_REUSEPORT`` and the kernel spreads incoming connections among them.
+the GIL), so ``consult receive`` scales by running several processes on one port: they
+accept from one listening socket their parent made, the least busy first.
 """
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import socket
 import threading
+import time
 from typing import Any
 
 from pynetdicom.transport import ThreadedAssociationServer
@@ -24,17 +25,47 @@ log = logging.getLogger(__name__)
 
 
 class GuardedServer(ThreadedAssociationServer):
-    """pynetdicom's threaded server with per-peer admission and optional SO_REUSEPORT."""
+    """pynetdicom's threaded server with per-peer admission, optionally on a listening
+    socket that several receiver processes share."""
 
-    def __init__(self, *args: Any, guard: ConnectionGuard, reuse_port: bool, **kwargs: Any) -> None:
+    def __init__(
+        self, *args: Any, guard: ConnectionGuard, listen_socket: socket.socket | None, **kwargs: Any
+    ) -> None:
         self.guard = guard
-        self.reuse_port = reuse_port
+        self.listen_socket = listen_socket
         super().__init__(*args, **kwargs)
 
     def server_bind(self) -> None:
-        if self.reuse_port and self.socket is not None:
-            self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        super().server_bind()
+        if self.listen_socket is None:
+            super().server_bind()
+            return
+        if self.socket is not None:  # the one TCPServer made: the shared one listens already
+            self.socket.close()
+        self.socket = self.listen_socket
+        # Every process wakes for a connection and one accepts it; the others get EAGAIN
+        # (socketserver ignores it) rather than blocking in accept().
+        self.socket.setblocking(False)
+        self.server_address = self.socket.getsockname()
+
+    def server_activate(self) -> None:
+        if self.listen_socket is None:
+            super().server_activate()
+
+    def server_close(self) -> None:
+        if self.listen_socket is None:
+            super().server_close()
+            return
+        # Close our descriptor only: shutdown() would stop the socket for every process.
+        self.listen_socket.close()
+
+    def get_request(self) -> tuple[socket.socket, Any]:
+        """On a shared socket, a process serving associations lets less busy ones accept
+        first (5 ms per association it serves, at most 25 ms)."""
+        if self.listen_socket is not None:
+            busy = len(self.active_associations)
+            if busy:
+                time.sleep(0.005 * min(busy, 5))
+        return super().get_request()
 
     def verify_request(self, request: Any, client_address: Any) -> bool:
         return self.guard.admit(request, client_address)
@@ -46,11 +77,13 @@ class Receiver:
     ``start()`` binds (port 0 picks a free port) and returns the bound port.
     """
 
-    def __init__(self, services: Services, *, reuse_port: bool = False) -> None:
+    def __init__(self, services: Services, *, listen_socket: socket.socket | None = None) -> None:
+        """``listen_socket``: a bound, listening socket to accept from (shared with other
+        receiver processes) instead of binding the configured address."""
         self.services = services
         self.guard = ConnectionGuard(per_peer=services.settings.max_connections_per_peer)
         self.handlers = StoreHandlers(services, guard=self.guard)
-        self.reuse_port = reuse_port
+        self.listen_socket = listen_socket
         self._server: Any = None
 
     def _build_ae(self) -> Any:
@@ -90,7 +123,7 @@ class Receiver:
             evt_handlers=self.handlers.handlers(),
             server_class=GuardedServer,
             guard=self.guard,
-            reuse_port=self.reuse_port,
+            listen_socket=self.listen_socket,
             request_handler=EventDrivenRequestHandler,
         )
         ae._servers.append(server)  # so that server.shutdown() can deregister it
