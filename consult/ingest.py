@@ -36,6 +36,7 @@ from sqlalchemy.exc import IntegrityError
 
 from consult import jobs
 from consult.catalog import Catalog, CatalogUnavailable, insert_id, utcnow
+from consult.catalog.driver import DriverStatement
 from consult.catalog.tables import instance_versions, instances, patients, series, studies
 from consult.dicomio import (
     check_complete,
@@ -199,12 +200,14 @@ def _bound_lock_wait(conn: Connection, seconds: float) -> None:
 
 # Built once: executing a prebuilt statement skips SQLAlchemy's per-call construction
 # and cache-key work (measured: about half of the index transaction's CPU).
-_FIND_INSTANCE = select(instances.c.id, instances.c.series_pk).where(
-    instances.c.sop_instance_uid == bindparam("b_uid")
+_FIND_INSTANCE = DriverStatement(
+    select(instances.c.id, instances.c.series_pk).where(
+        instances.c.sop_instance_uid == bindparam("b_uid")
+    )
 )
-_INSERT_INSTANCE = instances.insert()
-_INSERT_VERSION = instance_versions.insert()
-_COUNT_INSTANCE = (
+_INSERT_INSTANCE = DriverStatement(instances.insert().returning(instances.c.id))
+_INSERT_VERSION = DriverStatement(instance_versions.insert().returning(instance_versions.c.id))
+_COUNT_INSTANCE = DriverStatement(
     update(series)
     .where(series.c.id == bindparam("b_pk"))
     .values(instance_count=series.c.instance_count + 1, last_received_at=bindparam("b_now"))
@@ -225,11 +228,12 @@ def _index(
     now = utcnow()
     ds = header.ds
     known = _Known(series_uid=header.series_uid, study_uid=header.study_uid)
-    inst = conn.execute(_FIND_INSTANCE, {"b_uid": header.sop_instance_uid}).first()
-    if inst is not None:
+    found = _FIND_INSTANCE.first(conn, {"b_uid": header.sop_instance_uid})
+    inst_id, inst_series = found if found is not None else (None, None)
+    if inst_id is not None:
         version_row = conn.execute(
             select(instance_versions.c.id, instance_versions.c.version).where(
-                instance_versions.c.instance_pk == inst.id, instance_versions.c.sha256 == sha256
+                instance_versions.c.instance_pk == inst_id, instance_versions.c.sha256 == sha256
             )
         ).first()
         if version_row is not None:  # an identical send: nothing changes
@@ -244,11 +248,10 @@ def _index(
             ), known
     study_pk = _upsert_study(conn, cache, header, origin, now, known)
     series_pk = _upsert_series(conn, cache, header, study_pk, now, known)
-    if inst is None:
+    if inst_id is None:
         version = 1
-        instance_pk = insert_id(
+        instance_pk = _INSERT_INSTANCE.scalar(
             conn,
-            _INSERT_INSTANCE,
             {
                 "series_pk": series_pk,
                 "sop_instance_uid": header.sop_instance_uid,
@@ -257,13 +260,13 @@ def _index(
                 "current_version": 1,
             },
         )
-        conn.execute(_COUNT_INSTANCE, {"b_pk": series_pk, "b_now": now})
+        _COUNT_INSTANCE.execute(conn, {"b_pk": series_pk, "b_now": now})
     else:
-        if inst.series_pk != series_pk:
+        if inst_series != series_pk:
             raise InvalidDataset(
                 "SOP Instance UID already stored in another series", dicom_status=0xC001
             )
-        instance_pk = int(inst.id)
+        instance_pk = int(inst_id)
         latest = conn.execute(
             select(func.max(instance_versions.c.version)).where(
                 instance_versions.c.instance_pk == instance_pk
@@ -276,9 +279,8 @@ def _index(
             .values(current_version=version, sop_class_uid=header.sop_class_uid)
         )
         conn.execute(update(series).where(series.c.id == series_pk).values(last_received_at=now))
-    version_id = insert_id(
+    version_id = _INSERT_VERSION.scalar(
         conn,
-        _INSERT_VERSION,
         {
             "instance_pk": instance_pk,
             "version": version,

@@ -24,6 +24,7 @@ from sqlalchemy import ColumnElement, Connection, and_, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
 from consult.catalog import Catalog, insert_id, utcnow
+from consult.catalog.driver import DriverStatement
 from consult.catalog.tables import jobs
 
 log = logging.getLogger(__name__)
@@ -75,10 +76,13 @@ def enqueue(
                 return insert_id(conn, _INSERT_JOB, values)
         except IntegrityError:
             return None
+    if fresh_key:
+        return int(_INSERT_JOB_DIRECT.scalar(conn, values))
     return insert_id(conn, _INSERT_JOB, values)
 
 
 _INSERT_JOB = jobs.insert()
+_INSERT_JOB_DIRECT = DriverStatement(jobs.insert().returning(jobs.c.id))  # the hot path
 
 
 def claim(

@@ -13,7 +13,7 @@ import pytest
 from sqlalchemy import inspect, select, text
 
 from consult.catalog import Catalog, CatalogUnavailable, as_utc, insert_id, utcnow
-from consult.catalog.tables import hospitals, metadata
+from consult.catalog.tables import hospitals, metadata, patients
 from tests.support import free_port
 
 
@@ -285,3 +285,63 @@ def test_sqlite_writers_in_several_processes_all_commit(tmp_path: Path) -> None:
             if child.is_alive():
                 child.kill()
         catalog.dispose()
+
+
+# --- statements on the DB-API cursor (the ingest hot path) ---------------------------------
+
+
+def test_driver_statements_match_core(catalog: Catalog) -> None:
+    """Insert, update and select through DriverStatement store and read back what Core
+    does (timestamps included), inside the caller's transaction."""
+    from sqlalchemy import bindparam, update
+
+    from consult.catalog.driver import DriverStatement
+
+    insert = DriverStatement(hospitals.insert().returning(hospitals.c.id))
+    rename = DriverStatement(
+        update(hospitals)
+        .where(hospitals.c.id == bindparam("b_id"))
+        .values(name=hospitals.c.name + "-renamed", created_at=bindparam("b_at"))
+    )
+    find = DriverStatement(
+        select(hospitals.c.id, hospitals.c.created_at).where(hospitals.c.name == bindparam("b"))
+    )
+    at = datetime(2026, 11, 29, 10, 11, 12, 345678, tzinfo=UTC)
+    later = at + timedelta(hours=1)
+    with catalog.write() as conn:
+        first = insert.scalar(conn, {"name": "Direct", "created_at": at})
+        second = insert.scalar(conn, {"name": "Other", "created_at": at})
+        assert second == first + 1
+        assert rename.execute(conn, {"b_id": first, "b_at": later}) == 1
+        assert find.first(conn, {"b": "Nothing"}) is None
+    with catalog.read() as conn:
+        rows = {r.name: as_utc(r.created_at) for r in conn.execute(select(hospitals))}
+        assert rows == {"Direct-renamed": later, "Other": at}
+        row = find.first(conn, {"b": "Other"})  # DB-API values, not converted by Core
+        assert row is not None and row[0] == second
+    with pytest.raises(CatalogUnavailable):
+        with catalog.write() as conn:
+            insert.scalar(conn, {"name": "Rolled back", "created_at": at})
+            insert.scalar(conn, {"name": "Other", "created_at": at})  # unique name
+    with catalog.read() as conn:
+        assert conn.execute(select(hospitals.c.name)).scalars().all().count("Rolled back") == 0
+
+
+def test_driver_statement_errors_are_sqlalchemy_errors(catalog: Catalog) -> None:
+    from sqlalchemy.exc import IntegrityError
+
+    from consult.catalog.driver import DriverStatement
+
+    insert = DriverStatement(hospitals.insert().returning(hospitals.c.id))
+    with catalog.engine.connect() as conn:
+        with conn.begin():
+            insert.scalar(conn, {"name": "Twice", "created_at": utcnow()})
+        with pytest.raises(IntegrityError):
+            with conn.begin():
+                insert.scalar(conn, {"name": "Twice", "created_at": utcnow()})
+    # A column whose Python-side default Core would fill in: refused, not left NULL.
+    with pytest.raises(ValueError, match="no value for parameter 'name'"):
+        with catalog.write() as conn:
+            DriverStatement(patients.insert()).execute(
+                conn, {"hospital_id": 1, "patient_id": "P", "issuer": "", "birth_date": ""}
+            )
