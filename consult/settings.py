@@ -71,7 +71,12 @@ class Settings(BaseSettings):
         description="DICOM connections one peer address may hold open at once (per process).",
     )
     receiver_processes: int = Field(
-        1, ge=1, description="Receiver processes `consult receive` runs on the one DICOM port."
+        1,
+        ge=1,
+        description=(
+            "Receiver processes `consult receive` runs on the one DICOM port (they share one"
+            " listening socket; the least busy accepts each connection)."
+        ),
     )
     session_hours: float = Field(12.0, gt=0, description="Lifetime of a login session, in hours.")
     secure_cookies: bool = Field(
