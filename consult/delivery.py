@@ -305,6 +305,10 @@ def _send(calling_ae: str, target: _Target, dataset: Dataset) -> DeliveryOutcome
     try:
         from pynetdicom import AE
 
+        from consult import assoc_loop
+
+        assoc_loop.install()  # pynetdicom's reactor can take our response (assoc_loop.py)
+
         ae = AE(ae_title=calling_ae)
         ae.acse_timeout = TIMEOUT_S
         ae.dimse_timeout = TIMEOUT_S

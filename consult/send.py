@@ -218,6 +218,10 @@ def _associate(
     """Request the association; returns it and the pairs pynetdicom would not propose."""
     from pynetdicom import AE
 
+    from consult import assoc_loop
+
+    assoc_loop.install()  # pynetdicom's reactor can take our response (assoc_loop.py)
+
     ae = AE(ae_title=calling_ae)
     ae.acse_timeout = timeout
     ae.dimse_timeout = timeout

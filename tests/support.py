@@ -97,3 +97,21 @@ def serve(app: Any) -> Iterator[str]:
         server.should_exit = True
         thread.join(10)
         sock.close()
+
+
+@contextmanager
+def referring_services(settings: Any, *peers: tuple[str, str]) -> Iterator[Any]:
+    """Services (opened, closed at the end) with a hospital "Referring" whose PACS
+    ``peers`` (AE title, host) may send; REFPACS@127.0.0.1 when none are given."""
+    from consult import directory
+    from consult.services import Services
+
+    svc = Services.open(settings)
+    try:
+        with svc.catalog.write() as conn:
+            hospital = directory.add_hospital(conn, "Referring")
+            for ae_title, host in peers or (("REFPACS", "127.0.0.1"),):
+                directory.add_peer(conn, hospital, ae_title, host)
+        yield svc
+    finally:
+        svc.close()

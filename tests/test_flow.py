@@ -199,11 +199,13 @@ def test_study_to_signed_opinion_back_in_the_referring_pacs(
     rita.locator("#studies a").first.click()
     rita.wait_for_load_state()
     wait_until(lambda: _reload_until_images(rita, 5), timeout=60, interval=0.5)
+    # Quiet for CONSULT_STABLE_SECONDS (1 s): no "all images sent" needed. Previews can be
+    # ready before that on a fast machine.
+    wait_until(lambda: _reload_until_stable(rita), timeout=30, interval=0.3)
     _shot(rita, "1-referrer-study")
     rita.get_by_label("Clinical question").fill("Nodule in the right upper lobe: malignant?")
     rita.get_by_label("Urgency").select_option("urgent")
     rita.get_by_label("Target hospital").select_option(label="Consulting Hospital")
-    assert "stable" in rita.content()  # quiet for CONSULT_STABLE_SECONDS: no "all sent" needed
     rita.get_by_role("button", name="Request consultation").click()
     rita.wait_for_load_state()
     consultation_url = rita.url
@@ -278,6 +280,12 @@ def _reload_until_images(page: Any, n: int) -> bool:
     page.reload()
     page.wait_for_load_state("networkidle")
     return _images_loaded(page) >= n
+
+
+def _reload_until_stable(page: Any) -> bool:
+    page.reload()
+    page.wait_for_load_state()
+    return page.locator(".badge.ok", has_text="stable").count() > 0
 
 
 def _reload_until_text(page: Any, selector: str, text: str) -> bool:

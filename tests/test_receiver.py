@@ -19,18 +19,13 @@ from consult.receiver import Receiver
 from consult.services import Services
 from consult.settings import Settings
 from storage import S3ObjectStore
-from tests.support import free_port, require_tool
+from tests.support import free_port, referring_services, require_tool
 
 
 @pytest.fixture
 def services(settings: Settings) -> Iterator[Services]:
-    svc = Services.open(settings)
-    with svc.catalog.write() as conn:
-        hospital = directory.add_hospital(conn, "Referring")
-        directory.add_peer(conn, hospital, "REFPACS", "127.0.0.1")
-        directory.add_peer(conn, hospital, "FARPACS", "127.0.0.2")
-    yield svc
-    svc.close()
+    with referring_services(settings, ("REFPACS", "127.0.0.1"), ("FARPACS", "127.0.0.2")) as svc:
+        yield svc
 
 
 @pytest.fixture

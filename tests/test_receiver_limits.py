@@ -20,17 +20,13 @@ from consult.receiver import Receiver
 from consult.receiver.limits import ConnectionGuard
 from consult.services import Services
 from consult.settings import Settings
-from tests.support import free_port, require_tool, wait_until
+from tests.support import free_port, referring_services, require_tool, wait_until
 
 
 @pytest.fixture
 def services(settings: Settings) -> Iterator[Services]:
-    svc = Services.open(settings.model_copy(update={"max_connections_per_peer": 8}))
-    with svc.catalog.write() as conn:
-        hospital = directory.add_hospital(conn, "Referring")
-        directory.add_peer(conn, hospital, "REFPACS", "127.0.0.1")
-    yield svc
-    svc.close()
+    with referring_services(settings.model_copy(update={"max_connections_per_peer": 8})) as svc:
+        yield svc
 
 
 def _file(tmp_path: Path, index: int = 0) -> Path:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import threading
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -16,7 +18,8 @@ from pynetdicom.dul import DULServiceProvider
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 from pynetdicom.transport import RequestHandler
 
-from consult import directory
+from consult import assoc_loop
+from consult.assoc_loop import serve_loop
 from consult.receiver import Receiver
 from consult.receiver._reactor import (
     DirectResponseDIMSE,
@@ -25,22 +28,17 @@ from consult.receiver._reactor import (
     upgrade,
 )
 from consult.receiver._responses import store_response_command
-from consult.services import Services
 from consult.settings import Settings
-from tests.support import wait_until
+from tests.support import referring_services, wait_until
 
 
 @pytest.fixture
 def receiver(settings: Settings) -> Iterator[Receiver]:
-    svc = Services.open(settings)
-    with svc.catalog.write() as conn:
-        hospital = directory.add_hospital(conn, "Referring")
-        directory.add_peer(conn, hospital, "REFPACS", "127.0.0.1")
-    rx = Receiver(svc)
-    rx.start()
-    yield rx
-    rx.stop()
-    svc.close()
+    with referring_services(settings) as svc:
+        rx = Receiver(svc)
+        rx.start()
+        yield rx
+        rx.stop()
 
 
 def _port(rx: Receiver) -> int:
@@ -182,3 +180,48 @@ def test_direct_store_responses_leave_the_rest_to_pynetdicom() -> None:
     echo.MessageIDBeingRespondedTo = 1
     echo.Status = 0
     assert store_response_command(echo) is None
+
+
+class _Stop(Exception):
+    pass
+
+
+class _ClearedOncePassed(threading.Event):
+    """A checkpoint that a sender clears just after the reactor passed it."""
+
+    def wait(self, timeout: float | None = None) -> bool:
+        passed = super().wait(timeout)
+        self.clear()
+        return passed
+
+
+@pytest.mark.parametrize("sender_cleared_after_the_pass", [True, False])
+def test_the_reactor_leaves_a_senders_response_alone(sender_cleared_after_the_pass: bool) -> None:
+    """pynetdicom's race (consult/assoc_loop.py): a send that begins just after the reactor
+    passed its checkpoint. The response on the queue stays for the sender; without a send
+    in progress the reactor serves the queue as usual."""
+    assoc: Any = Association(AE(), "requestor")
+    if sender_cleared_after_the_pass:
+        assoc._reactor_checkpoint = _ClearedOncePassed()
+        assoc._reactor_checkpoint.set()
+    response = (1, object())
+    assoc.dimse.msg_queue.put(response)
+    served: list[Any] = []
+    assoc._serve_request = lambda msg, context_id: served.append(msg)
+    calls = iter(range(2))
+
+    def wait() -> None:
+        if next(calls) == 1:
+            raise _Stop
+
+    # Stops at its second wait, or after the first pass (no DUL thread runs here).
+    with contextlib.suppress(_Stop):
+        serve_loop(assoc, wait)
+    if sender_cleared_after_the_pass:
+        assert served == [] and assoc.dimse.msg_queue.get_nowait() is response
+    else:
+        assert served == [response[1]] and assoc.dimse.msg_queue.empty()
+
+
+def test_every_association_runs_the_fixed_loop() -> None:
+    assert Association._run_reactor is assoc_loop._run_reactor

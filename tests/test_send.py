@@ -15,7 +15,7 @@ from pydicom.dataset import Dataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 from sqlalchemy import select
 
-from consult import directory, send
+from consult import send
 from consult.catalog.tables import instance_versions
 from consult.demo import demo_study, write_part10
 from consult.dicomio import split_part10
@@ -24,17 +24,13 @@ from consult.receiver import Receiver
 from consult.send import Destination, collect, parse_destination, send_files, summary
 from consult.services import Services
 from consult.settings import Settings
-from tests.support import free_port, require_tool, sample, wait_until
+from tests.support import free_port, referring_services, require_tool, sample, wait_until
 
 
 @pytest.fixture
 def services(settings: Settings) -> Iterator[Services]:
-    svc = Services.open(settings)
-    with svc.catalog.write() as conn:
-        hospital = directory.add_hospital(conn, "Referring")
-        directory.add_peer(conn, hospital, "REFPACS", "127.0.0.1")
-    yield svc
-    svc.close()
+    with referring_services(settings) as svc:
+        yield svc
 
 
 @pytest.fixture

@@ -41,11 +41,12 @@ from pynetdicom.pdu import A_ABORT_RQ
 from pynetdicom.pdu_primitives import P_DATA
 from pynetdicom.transport import RequestHandler
 
+from consult.assoc_loop import install, serve_loop
 from consult.receiver._responses import store_response_command
 
+install()  # the requests we make on this process's other associations (assoc_loop.py)
+
 log = logging.getLogger(__name__)
-# Association events are logged where pynetdicom logs its own (quieter by default).
-assoc_log = logging.getLogger("pynetdicom.assoc")
 
 # Longest wait without a signal: bounds how late timers and kills are noticed.
 _IDLE_WAIT = 0.05
@@ -200,59 +201,17 @@ class EventDrivenAssociation(Association):
         super().kill()
 
     def _run_reactor(self) -> None:
-        """pynetdicom's acceptor loop, waiting on an event where it would sleep 1 ms."""
-        self._is_paused = False
+        """The association loop (consult/assoc_loop.py), waiting on an event where
+        pynetdicom's sleeps 1 ms."""
         messages = self.dimse.msg_queue
-        while not self._kill:
+        event = self._wake_event
+
+        def wait() -> None:
             if messages.empty():
-                self._wake_event.wait(_IDLE_WAIT)
-            self._wake_event.clear()
+                event.wait(_IDLE_WAIT)
+            event.clear()
 
-            # A service in progress (send_*() from a handler) may pause the reactor.
-            self._is_paused = True
-            self._reactor_checkpoint.wait()
-            self._is_paused = False
-
-            context_id, msg = self.dimse.get_msg(block=False)
-            if msg:
-                self._serve_request(msg, int(context_id or 0))
-
-            if self.is_established and self.acse.is_release_requested():
-                self.acse.send_release(is_response=True)
-                assoc_log.info("Association Released")
-                self.is_released = True
-                self.is_established = False
-                evt.trigger(self, evt.EVT_RELEASED, {})
-                self.kill()
-                return
-
-            if self.acse.is_aborted():
-                assoc_log.info(
-                    "Association Aborted%s",
-                    " (A-P-ABORT)" if self.acse.is_aborted("a-p-abort") else "",
-                )
-                self.dul.receive_pdu(wait=False)  # so that EVT_ACSE_RECV fires
-                self.is_aborted = True
-                self.is_established = False
-                evt.trigger(self, evt.EVT_ABORTED, {})
-                self.kill()
-                return
-
-            if not self.dul.is_alive():
-                self.kill()
-                return
-
-            if self.dul.idle_timer_expired():
-                assoc_log.error("Network timeout reached")
-                if self.network_timeout_response == "A-RELEASE":
-                    self._is_paused = True
-                    self._reactor_checkpoint.wait()
-                    self.release()
-                    self._is_paused = False
-                else:
-                    self.abort()
-                self.kill()
-                return
+        serve_loop(self, wait)
 
 
 def upgrade(assoc: Association) -> Association:
