@@ -285,7 +285,7 @@ def _reload_until_images(page: Any, n: int) -> bool:
 def _reload_until_stable(page: Any) -> bool:
     page.reload()
     page.wait_for_load_state()
-    return page.locator(".badge.ok", has_text="stable").count() > 0
+    return bool(page.locator(".badge.ok", has_text="stable").count() > 0)
 
 
 def _reload_until_text(page: Any, selector: str, text: str) -> bool:
