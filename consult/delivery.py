@@ -32,7 +32,7 @@ from pydicom.uid import (
 from sqlalchemy import Connection, select, update
 from sqlalchemy.exc import IntegrityError
 
-from consult import audit, directory
+from consult import audit, directory, scu
 from consult.catalog import as_utc, insert_id, utcnow
 from consult.catalog.tables import (
     consultations,
@@ -303,17 +303,7 @@ def _send(calling_ae: str, target: _Target, dataset: Dataset) -> DeliveryOutcome
     if target.port is None:
         return outcome("failed", None, "peer has no port to send to")
     try:
-        from pynetdicom import AE
-
-        from consult import assoc_loop
-
-        assoc_loop.install()  # pynetdicom's reactor can take our response (assoc_loop.py)
-
-        ae = AE(ae_title=calling_ae)
-        ae.acse_timeout = TIMEOUT_S
-        ae.dimse_timeout = TIMEOUT_S
-        ae.network_timeout = TIMEOUT_S
-        ae.connection_timeout = TIMEOUT_S
+        ae = scu.new_ae(calling_ae, TIMEOUT_S)
         ae.add_requested_context(
             BasicTextSRStorage, [ExplicitVRLittleEndian, ImplicitVRLittleEndian]
         )
@@ -327,6 +317,7 @@ def _send(calling_ae: str, target: _Target, dataset: Dataset) -> DeliveryOutcome
                 else "could not be opened"
             )
             return outcome("failed", None, f"association {reason}")
+        scu.no_delay(assoc)
         try:
             response = assoc.send_c_store(dataset)
         finally:

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import io
 import logging
-import socket
 import time
 import warnings
 from collections.abc import Callable, Iterable, Iterator
@@ -27,6 +26,7 @@ from typing import Any
 
 from pydicom.dataset import Dataset
 
+from consult import scu
 from consult.dicomio import read_header, split_part10
 from consult.errors import ConfigurationError, InvalidDataset
 
@@ -216,16 +216,7 @@ def _associate(
     contexts: list[tuple[str, str]], to: Destination, calling_ae: str, timeout: float
 ) -> tuple[Any, dict[tuple[str, str], str]]:
     """Request the association; returns it and the pairs pynetdicom would not propose."""
-    from pynetdicom import AE
-
-    from consult import assoc_loop
-
-    assoc_loop.install()  # pynetdicom's reactor can take our response (assoc_loop.py)
-
-    ae = AE(ae_title=calling_ae)
-    ae.acse_timeout = timeout
-    ae.dimse_timeout = timeout
-    ae.network_timeout = timeout
+    ae = scu.new_ae(calling_ae, timeout)
     refused: dict[tuple[str, str], str] = {}
     for sop_class, ts in contexts:
         try:
@@ -267,7 +258,7 @@ def _send_association(
                 comment = refused.get(item.context, why)
                 yield index, Outcome(item.path, None, comment, item.sop_instance_uid)
             return
-        _no_delay(assoc)
+        scu.no_delay(assoc)
         accepted = {
             (str(cx.abstract_syntax), str(cx.transfer_syntax[0])): int(cx.context_id)
             for cx in assoc.accepted_contexts
@@ -287,15 +278,6 @@ def _send_association(
         finally:
             if assoc.is_established:
                 assoc.release()
-
-
-def _no_delay(assoc: Any) -> None:
-    """Turn Nagle's algorithm off: pynetdicom leaves it on, and a C-STORE's dataset PDU then
-    waits for the peer's delayed ACK of the command PDU (about 40 ms per instance)."""
-    try:
-        assoc.dul.socket.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    except (AttributeError, OSError):  # pragma: no cover - no socket (closed) or no TCP
-        log.debug("could not set TCP_NODELAY")
 
 
 def _send_one(
