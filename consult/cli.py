@@ -284,6 +284,15 @@ def _admin(services: Services, args: Any) -> int:
             peer = directory.add_peer(conn, hospital, args.ae, args.host, args.port)
             where = f", receives on port {peer.port}" if peer.port else ""
             print(f"peer {peer.ae_title}@{peer.host} added to {hospital.name!r}{where}")
+            if peer.port:
+                from consult import opinions
+
+                queued = opinions.queue_undelivered(conn, hospital.id, peer.id)
+                if queued:
+                    print(
+                        f"{len(queued)} signed opinion(s) never delivered (the hospital had no "
+                        f"peer to send to) queued for delivery"
+                    )
         elif args.command == "users" and args.action == "add":
             password = sys.stdin.readline().rstrip("\r\n")
             hospital = directory.get_hospital(conn, args.hospital)

@@ -23,6 +23,7 @@ from sqlalchemy.orm import aliased
 
 from consult import consultations, jobs
 from consult.catalog import as_utc, insert_id, utcnow
+from consult.catalog.tables import consultations as consultations_table
 from consult.catalog.tables import deliveries, opinions, peers, users
 from consult.consultations import ConsultationStatus
 from consult.directory import User, destinations
@@ -209,6 +210,38 @@ def sign(conn: Connection, user: User, consultation_id: int, body: str | None = 
     signed = get(conn, consultation_id)
     assert signed is not None
     return signed
+
+
+def queue_undelivered(conn: Connection, hospital_id: int, new_peer_id: int) -> list[int]:
+    """Queue the delivery of ``hospital_id``'s signed opinions that were never sent anywhere
+    (signed while the hospital had no peer to send to); returns their ids.
+
+    For when the hospital gets a destination peer (``new_peer_id``). Opinions already
+    delivered (or being delivered) to another peer are left alone: a PACS added beside the
+    first one does not get the old opinions again.
+    """
+    delivered = select(deliveries.c.id).where(deliveries.c.opinion_pk == opinions.c.id)
+    rows = conn.execute(
+        select(opinions.c.id)
+        .join(consultations_table, consultations_table.c.id == opinions.c.consultation_pk)
+        .where(
+            consultations_table.c.requesting_hospital_id == hospital_id,
+            opinions.c.status == OpinionStatus.SIGNED.value,
+            ~delivered.exists(),
+        )
+        .order_by(opinions.c.id)
+    ).all()
+    queued = []
+    for row in rows:
+        job = jobs.enqueue(
+            conn,
+            "deliver_opinion",
+            {"opinion_id": int(row.id)},
+            dedup_key=f"deliver-opinion-{row.id}-to-new-peer-{new_peer_id}",
+        )
+        if job is not None:
+            queued.append(int(row.id))
+    return queued
 
 
 def delivery_status(conn: Connection, opinion_id: int) -> list[Delivery]:

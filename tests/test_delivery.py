@@ -288,3 +288,35 @@ def test_bad_payload_is_refused(
             handle_deliver_opinion(services, payload)
     finally:
         catalog.dispose()
+
+
+def test_opinions_signed_without_a_destination_go_to_the_first_one_added(
+    settings: Settings, catalog: Catalog, tmp_path: Path, pacs: Pacs
+) -> None:
+    """Signed while the referring hospital had no peer with a port: when one is added
+    (`consult peers add ... --port`), the opinion is queued and reaches it; a peer added
+    after that does not get it again."""
+    from consult import jobs, opinions
+    from consult.catalog.tables import jobs as jobs_table
+
+    store = LocalObjectStore(tmp_path / "objects")
+    world = make_world(settings, catalog, store, pacs_port=None)  # a sender-only peer
+    assert deliver_now(world.services, world.opinion_id) == []
+
+    with catalog.write() as conn:
+        hospital = directory.get_hospital(conn, "Referring Hospital")
+        first = directory.add_peer(conn, hospital, "ARCHIVE", "127.0.0.1", pacs.port)
+        assert opinions.queue_undelivered(conn, hospital.id, first.id) == [world.opinion_id]
+    job = jobs.claim(catalog, "test-worker", kinds=["deliver_opinion"])
+    assert job is not None and job.payload == {"opinion_id": world.opinion_id}
+    handle_deliver_opinion(world.services, job.payload)
+    [received] = pacs.files()
+    assert dcmread(received).SOPInstanceUID == sr_uids(catalog, world.opinion_id)[1]
+    assert delivery_rows(catalog, world.opinion_id) == [("sent", 0, "C-STORE status 0x0000")]
+
+    with catalog.write() as conn:
+        second = directory.add_peer(conn, hospital, "SECOND", "127.0.0.1", pacs.port)
+        assert opinions.queue_undelivered(conn, hospital.id, second.id) == []
+    with catalog.read() as conn:
+        kinds = conn.execute(select(jobs_table.c.kind)).scalars().all()
+    assert kinds.count("deliver_opinion") == 1
