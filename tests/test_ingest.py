@@ -231,7 +231,7 @@ def test_a_failing_disk_stores_and_indexes_nothing(
         raise OSError(5, "Input/output error")
 
     if failing == "file":
-        monkeypatch.setattr(storage.local.os, "fsync", broken)
+        monkeypatch.setattr(os, "fsync", broken)  # storage.local calls os.fsync
     else:
         monkeypatch.setattr(storage.local, "_fsync_dir", lambda folder: broken(0))
     with pytest.raises(StorageError, match="Input/output error"):
