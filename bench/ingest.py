@@ -17,7 +17,7 @@ the ratios to the baselines (of the medians, and the median of per-round ratios)
 receiver's CPU time per instance (user+system of its whole process tree).
 
 usage: python bench/ingest.py [--runs 5] [--count 300] [--processes N] [--s3] [--quick]
-                              [--only TEXT]
+                              [--only TEXT] [--database-url POSTGRESQL_URL]
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from pydicom.dataset import Dataset, FileMetaDataset
@@ -111,9 +112,47 @@ def tree_cpu(pid: int) -> float:
 Receiver = Callable[[Path, int], "subprocess.Popen[bytes]"]
 
 
-def ours(processes: int, s3: str = "") -> Receiver:
+_databases: list[str] = []  # PostgreSQL databases made for runs, dropped at the end
+
+
+def _admin(database_url: str) -> Any:
+    from sqlalchemy import create_engine
+
+    return create_engine(database_url, isolation_level="AUTOCOMMIT")
+
+
+def _fresh_database(database_url: str, name: str) -> str:
+    """A new, empty database beside ``database_url``'s; returns its URL."""
+    from sqlalchemy import text
+    from sqlalchemy.engine import make_url
+
+    engine = _admin(database_url)
+    with engine.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    engine.dispose()
+    _databases.append(name)
+    return make_url(database_url).set(database=name).render_as_string(hide_password=False)
+
+
+def _drop_databases(database_url: str) -> None:
+    from sqlalchemy import text
+
+    engine = _admin(database_url)
+    with engine.connect() as conn:
+        for name in _databases:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    engine.dispose()
+    _databases.clear()
+
+
+def ours(processes: int, s3: str = "", database_url: str = "") -> Receiver:
     def start(work: Path, port: int) -> subprocess.Popen[bytes]:
+        catalog = {}
+        if database_url:
+            fresh = _fresh_database(database_url, f"bench_ingest_{port}_{time.time_ns()}")
+            catalog = {"CONSULT_DATABASE_URL": fresh}
         env = {
+            **catalog,
             **os.environ,
             "CONSULT_DATA_DIR": str(work / "data"),
             "CONSULT_DICOM_PORT": str(port),
@@ -124,6 +163,8 @@ def ours(processes: int, s3: str = "") -> Receiver:
             "CONSULT_S3_ACCESS_KEY": "bench",
             "CONSULT_S3_SECRET_KEY": "bench",
         }
+        if not database_url:
+            env.pop("CONSULT_DATABASE_URL", None)
         consult = [sys.executable, "-m", "consult"]
         setup = [
             ["hospitals", "add", "Bench"],
@@ -238,6 +279,12 @@ def main() -> None:
     parser.add_argument("--count", type=int, default=300)
     parser.add_argument("--processes", type=int, default=os.cpu_count() or 2)
     parser.add_argument("--s3", action="store_true", help="also our receiver on moto's S3")
+    parser.add_argument(
+        "--database-url",
+        default="",
+        help="also our receiver with its catalog on this PostgreSQL server (report only; a "
+        "fresh database per run, e.g. postgresql+psycopg://postgres@127.0.0.1:5432/postgres)",
+    )
     parser.add_argument("--quick", action="store_true", help="skip the runs without TCP_NODELAY")
     parser.add_argument(
         "--only", default="", help="run only the rows whose name contains this (ratios need all)"
@@ -273,6 +320,22 @@ def main() -> None:
                     ours(1, endpoint),
                     1,
                     runs=max(1, args.runs // 2),
+                )
+            )
+        if args.database_url:
+            stack.callback(_drop_databases, args.database_url)
+            rows.append(
+                Row(
+                    "consult receive on PostgreSQL, 1 association (report only)",
+                    ours(1, database_url=args.database_url),
+                    1,
+                )
+            )
+            rows.append(
+                Row(
+                    f"consult receive x{args.processes} on PostgreSQL, 4 associations (report)",
+                    ours(args.processes, database_url=args.database_url),
+                    4,
                 )
             )
         rows = [row for row in rows if args.only in row.name]
