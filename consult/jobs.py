@@ -24,6 +24,7 @@ from sqlalchemy import ColumnElement, Connection, and_, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
 from consult.catalog import Catalog, insert_id, utcnow
+from consult.catalog.db import JOBS_QUEUED
 from consult.catalog.driver import DriverStatement
 from consult.catalog.tables import jobs
 
@@ -57,6 +58,7 @@ def enqueue(
     caller's transaction just created): no look-up, no savepoint, on the hot ingest path.
     """
     now = utcnow()
+    conn.info[JOBS_QUEUED] = True  # ring the workers' doorbell once committed
     values = {
         "kind": kind,
         "payload": json.dumps(payload, sort_keys=True),

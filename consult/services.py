@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
+from consult import doorbell
 from consult.catalog import Catalog
 from consult.settings import Settings
 from storage import LocalObjectStore, ObjectStore, S3ObjectStore
@@ -42,6 +44,7 @@ class Services:
         )
         if migrate:
             catalog.migrate()
+        catalog.after_jobs_queued = functools.partial(doorbell.ring, settings.doorbells_dir)
         return cls(settings=settings, catalog=catalog, store=open_store(settings))
 
     def close(self) -> None:

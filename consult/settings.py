@@ -125,6 +125,11 @@ class Settings(BaseSettings):
         """Root of the local folder object store."""
         return self.data_dir / "objects"
 
+    @property
+    def doorbells_dir(self) -> Path:
+        """Where waiting workers keep their doorbells (consult/doorbell.py)."""
+        return self.data_dir / "doorbells"
+
 
 def load_settings(**overrides: object) -> Settings:
     """Read settings from the environment, naming the variable on a bad value."""

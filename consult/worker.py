@@ -14,7 +14,7 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from consult import jobs
+from consult import doorbell, jobs
 from consult.catalog import CatalogUnavailable
 from consult.services import Services
 from consult.tasks import Handler, handlers
@@ -29,6 +29,7 @@ class Worker:
         self.poll_seconds = poll_seconds
         self.handlers: dict[str, Handler] = handlers()
         self.stopping = threading.Event()
+        self._bell: doorbell.Doorbell | None = None
 
     def run_once(self) -> bool:
         """Run one job if there is one; True if a job was run."""
@@ -76,16 +77,32 @@ class Worker:
             thread.join()
 
     def run(self) -> None:
-        """Work until ``stop()``; sleep between polls only when the queue is empty."""
+        """Work until ``stop()``. With the queue empty, wait for the doorbell (rung when a
+        job is queued on this machine) or the next poll (jobs queued elsewhere)."""
         log.info("worker %s started", self.name)
-        while not self.stopping.is_set():
-            try:
-                busy = self.run_once()
-            except CatalogUnavailable as exc:
-                log.warning("catalog unavailable: %s", exc)
-                busy = False
-            if not busy:
-                self.stopping.wait(self.poll_seconds)
+        try:
+            self._bell = doorbell.Doorbell(self.services.settings.doorbells_dir)
+        except OSError as exc:
+            log.warning("no doorbell (%s): polling every %.2f s only", exc, self.poll_seconds)
+        try:
+            while not self.stopping.is_set():
+                try:
+                    busy = self.run_once()
+                except CatalogUnavailable as exc:
+                    log.warning("catalog unavailable: %s", exc)
+                    busy = False
+                if not busy and not self.stopping.is_set():
+                    if self._bell is not None:
+                        self._bell.wait(self.poll_seconds)
+                    else:
+                        self.stopping.wait(self.poll_seconds)
+        finally:
+            bell, self._bell = self._bell, None
+            if bell is not None:
+                bell.close()
 
     def stop(self) -> None:
         self.stopping.set()
+        bell = self._bell
+        if bell is not None:
+            bell.ring()

@@ -9,7 +9,7 @@ dead database gives a quick failure (the C-STORE sender is told to retry).
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -27,6 +27,10 @@ from consult.errors import ConsultError
 log = logging.getLogger(__name__)
 
 MIGRATIONS = Path(__file__).parent / "migrations"
+
+
+# Set in a connection's info by jobs.enqueue: this transaction queued a job.
+JOBS_QUEUED = "consult.jobs_queued"
 
 
 class CatalogUnavailable(ConsultError):
@@ -63,6 +67,8 @@ class Catalog:
         self.engine: Engine = create_engine(self.url, **kwargs)
         self._lock_timeout = busy_timeout_ms / 1000
         self._write_lock: WriterLock | None = None
+        # Called after a write transaction that queued a job has committed.
+        self.after_jobs_queued: Callable[[], None] | None = None
         if self.is_sqlite:
             database = self.url.database
             on_disk = bool(database) and database != ":memory:"
@@ -91,7 +97,22 @@ class Catalog:
     def write(self) -> Iterator[Connection]:
         """A write transaction, committed on success, rolled back on error.
 
-        On SQLite the writers of all threads and processes queue on a lock first
+        When the transaction queued a job (``jobs.enqueue`` marks it), ``after_jobs_queued``
+        runs once it has committed: the workers' doorbell (consult/doorbell.py).
+        """
+        queued = False
+        with self._serialised_write() as conn:
+            try:
+                yield conn
+                queued = bool(conn.info.get(JOBS_QUEUED, False))
+            finally:
+                conn.info.pop(JOBS_QUEUED, None)
+        if queued and self.after_jobs_queued is not None:
+            self.after_jobs_queued()
+
+    @contextmanager
+    def _serialised_write(self) -> Iterator[Connection]:
+        """On SQLite the writers of all threads and processes queue on a lock first
         (_writelock.py): SQLite's own busy handler sleeps milliseconds between tries, so
         under concurrent writers transactions wait far longer than the lock is held, and
         one can starve past the timeout while the database is free most of the time.
