@@ -322,6 +322,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_receive(settings, listen_fd=args.listen_fd)
         if args.command == "worker":
             return cmd_worker(settings, exit_with_parent=args.exit_with_parent)
+        if getattr(args, "settings_only", False):
+            return int(args.handler(settings, args))
         services = Services.open(settings)
         try:
             if args.command == "web":

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from consult.services import Services
+from consult.settings import Settings
 
 
 class Progress:
@@ -49,7 +50,8 @@ def register(sub: Any) -> None:
     send.add_argument("--recursive", action="store_true", help="descend into subfolders")
     send.add_argument("--progress", action="store_true", help="progress bar even when piped")
     send.add_argument("--timeout", type=float, default=30.0, help="network timeout, seconds")
-    send.set_defaults(handler=cmd_send)
+    # Sending needs no catalog or store: run without opening them (no data folder made).
+    send.set_defaults(handler=cmd_send, settings_only=True)
 
     verify = sub.add_parser("verify", help="re-read stored objects and check their SHA-256")
     verify.add_argument("--study", metavar="UID", help="only this study")
@@ -62,12 +64,12 @@ def register(sub: Any) -> None:
     receipt.set_defaults(handler=cmd_receipt)
 
 
-def cmd_send(services: Services, args: argparse.Namespace) -> int:
+def cmd_send(settings: Settings, args: argparse.Namespace) -> int:
     from consult.errors import ConfigurationError
     from consult.send import collect, parse_destination, send_files, summary
 
     to = parse_destination(args.to)
-    calling_ae = (args.aet or services.settings.ae_title).strip()
+    calling_ae = (args.aet or settings.ae_title).strip()
     if not calling_ae or len(calling_ae) > 16:
         raise ConfigurationError(f"--aet must be 1-16 characters, got {args.aet!r}")
     paths = list(collect(args.paths, recursive=args.recursive))

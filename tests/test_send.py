@@ -108,6 +108,7 @@ def test_send_cli_to_receiver(
     with services.catalog.read() as conn:
         stored = {r.sha256 for r in conn.execute(select(instance_versions.c.sha256))}
     assert stored == {_dataset_sha(p) for p in study_files}
+    assert not (tmp_path / "cli-data").exists()  # sending opens no catalog or store
 
     again = send_files(
         study_files, Destination("CONSULT", "127.0.0.1", receiver), calling_ae="REFPACS"
