@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import contextlib
+import os
+import subprocess
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -17,9 +20,12 @@ from pynetdicom.dsutils import encode
 from pynetdicom.dul import DULServiceProvider
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 from pynetdicom.transport import RequestHandler
+from sqlalchemy import func, select
 
 from consult import assoc_loop
 from consult.assoc_loop import serve_loop
+from consult.catalog.tables import instances
+from consult.demo import demo_study, write_part10
 from consult.receiver import Receiver
 from consult.receiver._reactor import (
     DirectResponseDIMSE,
@@ -29,7 +35,7 @@ from consult.receiver._reactor import (
 )
 from consult.receiver._responses import store_response_command
 from consult.settings import Settings
-from tests.support import referring_services, wait_until
+from tests.support import referring_services, require_tool, wait_until
 
 
 @pytest.fixture
@@ -225,3 +231,50 @@ def test_the_reactor_leaves_a_senders_response_alone(sender_cleared_after_the_pa
 
 def test_every_association_runs_the_fixed_loop() -> None:
     assert Association._run_reactor is assoc_loop._run_reactor
+
+
+def test_descriptors_past_1024_do_not_drop_associations(settings: Settings, tmp_path: Path) -> None:
+    """select() refuses descriptors numbered 1024 or more, and pynetdicom took that for a
+    closed connection: a busy receiver (hundreds of associations, the files it writes)
+    dropped every new association. Ours polls."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = 1200
+    if hard != resource.RLIM_INFINITY and hard < wanted + 100:
+        pytest.skip(f"the descriptor limit ({hard}) is below {wanted + 100}")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, wanted + 100), hard))
+    filler = [os.open(os.devnull, os.O_RDONLY) for _ in range(wanted)]
+    try:
+        assert max(filler) >= 1024
+        with referring_services(settings) as svc:
+            rx = Receiver(svc)
+            port = rx.start()
+            try:
+                ds, ts = demo_study()[0]
+                path = tmp_path / "one.dcm"
+                write_part10(ds, ts, path)
+                result = subprocess.run(
+                    [
+                        require_tool("storescu", "dcmtk"),
+                        "-aet",
+                        "REFPACS",
+                        "-aec",
+                        "CONSULT",
+                        "127.0.0.1",
+                        str(port),
+                        str(path),
+                    ],
+                    capture_output=True,
+                    text=True,
+                    timeout=60,
+                )
+                assert result.returncode == 0, result.stderr
+            finally:
+                rx.stop()
+            with svc.catalog.read() as conn:
+                assert conn.execute(select(func.count()).select_from(instances)).scalar() == 1
+    finally:
+        for fd in filler:
+            os.close(fd)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))

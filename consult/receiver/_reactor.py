@@ -9,7 +9,7 @@ instance, and three thousand wake-ups a second per association while idle).
 
 The two subclasses here wait for work instead:
 
-- the DUL thread waits in ``select`` on the peer's socket and a wake-up socket that every
+- the DUL thread waits in ``poll`` on the peer's socket and a wake-up eventfd that every
   primitive the association hands it (a C-STORE response, a release, an abort) writes to;
 - the association thread waits on an event set whenever the DUL queues a DIMSE message or
   an ACSE primitive for it, or ends;
@@ -25,12 +25,12 @@ internals this relies on; tests/test_receiver_reactor.py checks them.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 import queue
 import select
-import socket
 import threading
-import time
 from typing import Any
 
 from pynetdicom import evt
@@ -69,17 +69,16 @@ class EventDrivenDUL(DULServiceProvider):
 
     def __init__(self, assoc: Association) -> None:
         super().__init__(assoc)
-        self._wake_rx, self._wake_tx = socket.socketpair()
-        self._wake_rx.setblocking(False)
-        self._wake_tx.setblocking(False)
+        # An eventfd: one descriptor, written by any thread, read (and reset) by ours.
+        self._wake_fd: int | None = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+        self._wake_lock = threading.Lock()  # no write to the number once it is closed
         self.to_provider_queue = _WakingQueue(self.wake)
 
     def wake(self) -> None:
         """Make the reactor look at its queues now (safe from any thread, at any time)."""
-        try:
-            self._wake_tx.send(b"\0")
-        except OSError:  # full (it wakes anyway) or closed (the reactor has ended)
-            pass
+        with self._wake_lock:
+            if self._wake_fd is not None:
+                os.eventfd_write(self._wake_fd, 1)
 
     def kill_dul(self) -> None:
         super().kill_dul()
@@ -97,25 +96,26 @@ class EventDrivenDUL(DULServiceProvider):
         return True
 
     def _wait_for_work(self) -> None:
-        """Wait until the peer sent something, a primitive was queued, or _IDLE_WAIT."""
-        watched: list[Any] = [self._wake_rx]
+        """Wait until the peer sent something, a primitive was queued, or _IDLE_WAIT.
+        poll(), not select(): descriptors past 1024 are common in a busy receiver."""
+        wake_fd = self._wake_fd
+        if wake_fd is None:
+            return
+        poller = select.poll()
+        poller.register(wake_fd, select.POLLIN)
         assoc_socket = self.socket
         raw = assoc_socket.socket if assoc_socket is not None else None
         if raw is not None and assoc_socket is not None and assoc_socket._is_connected:
             pending = getattr(raw, "pending", None)  # TLS may hold decrypted bytes
             if pending is not None and pending():
                 return
-            watched.append(raw)
-        try:
-            select.select(watched, [], [], _IDLE_WAIT)
-        except (OSError, ValueError):
-            # The socket closed under us: the next loop's transport check reports it.
-            time.sleep(0.001)
-        try:
-            while self._wake_rx.recv(4096):
-                pass
-        except OSError:
-            pass
+            try:
+                poller.register(raw, select.POLLIN)
+            except (OSError, ValueError):
+                pass  # closed under us: the next loop's transport check reports it
+        poller.poll(int(_IDLE_WAIT * 1000))
+        with contextlib.suppress(BlockingIOError):
+            os.eventfd_read(wake_fd)
 
     def run_reactor(self) -> None:
         """pynetdicom's DUL loop, waiting for work where it would sleep and poll."""
@@ -146,8 +146,10 @@ class EventDrivenDUL(DULServiceProvider):
                     continue
                 self.state_machine.do_action(event)
         finally:
-            self._wake_tx.close()
-            self._wake_rx.close()
+            with self._wake_lock:
+                if self._wake_fd is not None:
+                    os.close(self._wake_fd)
+                    self._wake_fd = None
             wake_assoc = getattr(self.assoc, "wake", None)
             if wake_assoc is not None:
                 wake_assoc()  # it checks whether we are alive
