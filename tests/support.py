@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import socket
+import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -115,3 +116,24 @@ def referring_services(settings: Any, *peers: tuple[str, str]) -> Iterator[Any]:
         yield svc
     finally:
         svc.close()
+
+
+def storescu(port: int, *files: Path, aet: str = "REFPACS") -> subprocess.CompletedProcess[str]:
+    """dcmtk's storescu, as a referring PACS with Nagle off, sending ``files`` to our
+    receiver (AE CONSULT) on ``port``; the CompletedProcess (text)."""
+    return subprocess.run(
+        [
+            require_tool("storescu", "dcmtk"),
+            "-aet",
+            aet,
+            "-aec",
+            "CONSULT",
+            "127.0.0.1",
+            str(port),
+            *map(str, files),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={"TCP_NODELAY": "1"},
+    )

@@ -20,7 +20,7 @@ from consult.receiver import Receiver
 from consult.receiver.limits import ConnectionGuard
 from consult.services import Services
 from consult.settings import Settings
-from tests.support import free_port, referring_services, require_tool, wait_until
+from tests.support import free_port, referring_services, require_tool, storescu, wait_until
 
 
 @pytest.fixture
@@ -36,25 +36,6 @@ def _file(tmp_path: Path, index: int = 0) -> Path:
     return path
 
 
-def _storescu(port: int, *files: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [
-            require_tool("storescu", "dcmtk"),
-            "-aet",
-            "REFPACS",
-            "-aec",
-            "CONSULT",
-            "127.0.0.1",
-            str(port),
-            *map(str, files),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        env={"TCP_NODELAY": "1"},
-    )
-
-
 def test_twenty_idle_sockets_do_not_stop_a_real_sender(services: Services, tmp_path: Path) -> None:
     receiver = Receiver(services)
     port = receiver.start()
@@ -65,7 +46,7 @@ def test_twenty_idle_sockets_do_not_stop_a_real_sender(services: Services, tmp_p
         wait_until(lambda: receiver.guard.open_connections("127.0.0.1") >= 8, timeout=5)
         path = _file(tmp_path)
         began = time.monotonic()
-        result = _storescu(port, path)
+        result = storescu(port, path)
         elapsed = time.monotonic() - began
         assert result.returncode == 0, result.stderr
         assert elapsed < 1.0, f"a real sender waited {elapsed:.2f} s behind idle sockets"
@@ -144,7 +125,7 @@ def test_receiver_processes_share_one_port(tmp_path: Path) -> None:
         wait_until(lambda: len(children()) == 2, timeout=20)
 
         def listening() -> bool:
-            return _storescu(port, files[0]).returncode == 0
+            return storescu(port, files[0]).returncode == 0
 
         wait_until(listening, timeout=30, interval=0.2)
         # Parallel associations are spread over both processes and all get stored.

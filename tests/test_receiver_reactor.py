@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -35,7 +34,7 @@ from consult.receiver._reactor import (
 )
 from consult.receiver._responses import store_response_command
 from consult.settings import Settings
-from tests.support import referring_services, require_tool, wait_until
+from tests.support import referring_services, storescu, wait_until
 
 
 @pytest.fixture
@@ -254,21 +253,7 @@ def test_descriptors_past_1024_do_not_drop_associations(settings: Settings, tmp_
                 ds, ts = demo_study()[0]
                 path = tmp_path / "one.dcm"
                 write_part10(ds, ts, path)
-                result = subprocess.run(
-                    [
-                        require_tool("storescu", "dcmtk"),
-                        "-aet",
-                        "REFPACS",
-                        "-aec",
-                        "CONSULT",
-                        "127.0.0.1",
-                        str(port),
-                        str(path),
-                    ],
-                    capture_output=True,
-                    text=True,
-                    timeout=60,
-                )
+                result = storescu(port, path)
                 assert result.returncode == 0, result.stderr
             finally:
                 rx.stop()
