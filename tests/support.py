@@ -6,6 +6,7 @@ import os
 import shutil
 import socket
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -136,4 +137,22 @@ def storescu(port: int, *files: Path, aet: str = "REFPACS") -> subprocess.Comple
         text=True,
         timeout=60,
         env={"TCP_NODELAY": "1"},
+    )
+
+
+def run_consult(
+    data_dir: Path, *args: str, stdin: str = "", env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """The ``consult`` command line as a subprocess, on ``data_dir`` with the embedded
+    defaults (SQLite, the folder store) whatever this environment configures."""
+    full_env = {**os.environ, "CONSULT_DATA_DIR": str(data_dir), **(env or {})}
+    full_env.pop("CONSULT_DATABASE_URL", None)
+    full_env.pop("CONSULT_S3_ENDPOINT", None)
+    return subprocess.run(
+        [sys.executable, "-m", "consult", *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=full_env,
     )

@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pydicom
@@ -13,28 +10,13 @@ import pytest
 
 from consult.demo import demo_study
 from consult.dicomio import split_part10
-
-
-def consult(
-    data_dir: Path, *args: str, stdin: str = "", env: dict[str, str] | None = None
-) -> subprocess.CompletedProcess[str]:
-    full_env = {**os.environ, "CONSULT_DATA_DIR": str(data_dir), **(env or {})}
-    full_env.pop("CONSULT_DATABASE_URL", None)
-    full_env.pop("CONSULT_S3_ENDPOINT", None)
-    return subprocess.run(
-        [sys.executable, "-m", "consult", *args],
-        input=stdin,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env=full_env,
-    )
+from tests.support import run_consult
 
 
 def test_admin_commands(tmp_path: Path) -> None:
     data = tmp_path / "data"
-    assert consult(data, "hospitals", "add", "St. Elsewhere").returncode == 0
-    result = consult(
+    assert run_consult(data, "hospitals", "add", "St. Elsewhere").returncode == 0
+    result = run_consult(
         data,
         "peers",
         "add",
@@ -49,7 +31,7 @@ def test_admin_commands(tmp_path: Path) -> None:
     )
     assert result.returncode == 0, result.stderr
     assert "ELSEPACS@10.1.2.3" in result.stdout
-    result = consult(
+    result = run_consult(
         data,
         "users",
         "add",
@@ -62,10 +44,10 @@ def test_admin_commands(tmp_path: Path) -> None:
         stdin="correct horse battery\n",
     )
     assert result.returncode == 0, result.stderr
-    listing = consult(data, "hospitals", "list")
+    listing = run_consult(data, "hospitals", "list")
     assert "St. Elsewhere" in listing.stdout
 
-    again = consult(
+    again = run_consult(
         data,
         "users",
         "add",
@@ -78,9 +60,9 @@ def test_admin_commands(tmp_path: Path) -> None:
         stdin="correct horse battery\n",
     )
     assert again.returncode == 2 and "exists already" in again.stderr
-    nowhere = consult(data, "peers", "add", "--hospital", "Nowhere", "--ae", "X", "--host", "h")
+    nowhere = run_consult(data, "peers", "add", "--hospital", "Nowhere", "--ae", "X", "--host", "h")
     assert nowhere.returncode == 2 and "Nowhere" in nowhere.stderr
-    short = consult(
+    short = run_consult(
         data,
         "users",
         "add",
@@ -96,7 +78,7 @@ def test_admin_commands(tmp_path: Path) -> None:
 
 
 def test_bad_setting_names_the_variable(tmp_path: Path) -> None:
-    result = consult(tmp_path, "hospitals", "list", env={"CONSULT_DICOM_PORT": "eleven"})
+    result = run_consult(tmp_path, "hospitals", "list", env={"CONSULT_DICOM_PORT": "eleven"})
     assert result.returncode == 2
     assert "CONSULT_DICOM_PORT" in result.stderr
 
@@ -104,15 +86,15 @@ def test_bad_setting_names_the_variable(tmp_path: Path) -> None:
 @pytest.mark.parametrize("all_versions", [False, True])
 def test_demo_then_export_gives_the_bytes_as_received(tmp_path: Path, all_versions: bool) -> None:
     data = tmp_path / "data"
-    demo = consult(data, "demo")
+    demo = run_consult(data, "demo")
     assert demo.returncode == 0, demo.stderr
     assert "login referrer / " in demo.stdout and "login specialist / " in demo.stdout
-    assert consult(data, "demo").stdout == demo.stdout  # idempotent, same credentials
+    assert run_consult(data, "demo").stdout == demo.stdout  # idempotent, same credentials
 
     study = demo_study()
     out = tmp_path / "export"
     args = ["export", str(study[0][0].StudyInstanceUID), "--out", str(out)]
-    result = consult(data, *args, *(["--all-versions"] if all_versions else []))
+    result = run_consult(data, *args, *(["--all-versions"] if all_versions else []))
     assert result.returncode == 0, result.stderr
     files = sorted(out.rglob("*.dcm"))
     assert len(files) == len(study)
@@ -129,5 +111,5 @@ def test_demo_then_export_gives_the_bytes_as_received(tmp_path: Path, all_versio
         assert ds.StudyInstanceUID not in str(path)
     assert got == expected
 
-    missing = consult(data, "export", "1.2.3.4", "--out", str(out))
+    missing = run_consult(data, "export", "1.2.3.4", "--out", str(out))
     assert missing.returncode == 2 and "no study" in missing.stderr

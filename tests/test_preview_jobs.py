@@ -35,7 +35,7 @@ from consult.services import Services
 from consult.settings import Settings
 from consult.worker import Worker
 from tests.pyramid_support import mono16_dataset, psnr, stored_level, write_dataset
-from tests.support import sample, wait_until
+from tests.support import run_consult, sample, wait_until
 from viewer import open_frames
 from viewer.pyramid import build as real_build
 
@@ -271,20 +271,6 @@ def test_worker_killed_mid_job_leaves_a_job_another_worker_completes(
     assert not any(services.store.exists(r.object_key) for r in killed)  # replaced, deleted
 
 
-def run_cli(data_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "CONSULT_DATA_DIR": str(data_dir), "PYTHONPATH": str(ROOT)}
-    env.pop("CONSULT_DATABASE_URL", None)
-    env.pop("CONSULT_S3_ENDPOINT", None)
-    return subprocess.run(
-        [sys.executable, "-m", "consult", *args],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-
-
 def test_previews_status_and_rebuild_commands(settings: Settings, tmp_path: Path) -> None:
     local = Services.open(settings)
     try:
@@ -296,16 +282,16 @@ def test_previews_status_and_rebuild_commands(settings: Settings, tmp_path: Path
     finally:
         local.close()
     data = settings.data_dir
-    before = run_cli(data, "previews", "status")
+    before = run_consult(data, "previews", "status")
     assert before.returncode == 0, before.stderr
     assert "instances: 2 (2 without previews yet)" in before.stdout
     assert "preview jobs (all studies): queued 2, running 0, done 0, failed 0" in before.stdout
-    rebuilt = run_cli(data, "previews", "rebuild", "--progress")
+    rebuilt = run_consult(data, "previews", "rebuild", "--progress")
     assert rebuilt.returncode == 0, rebuilt.stderr
     assert "2 preview job(s) queued for 2 instance(s)" in rebuilt.stdout
     assert "2 rebuilt, 0 failed" in rebuilt.stdout
     assert "rebuilding previews [##############################] 2/2" in rebuilt.stderr
-    after = run_cli(data, "previews", "status", "--study", image.study_uid)
+    after = run_consult(data, "previews", "status", "--study", image.study_uid)
     assert "instances: 1 (0 without previews yet)" in after.stdout
     assert "frames: ready 1, no image 0, failed 0" in after.stdout
     local = Services.open(settings)

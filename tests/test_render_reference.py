@@ -17,9 +17,7 @@ libjpeg, openjpeg and rle plugins, pydicom's native reader):
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 from itertools import islice
 from pathlib import Path
 from typing import Any
@@ -40,7 +38,7 @@ from consult.ingest import Origin, ingest_file
 from consult.services import Services
 from consult.settings import Settings
 from storage import LocalObjectStore
-from tests.support import SAMPLES, require_tool, sample
+from tests.support import SAMPLES, require_tool, run_consult, sample
 from viewer import FrameSource, LookupTable, NoImage, RenderError, Window, open_frames
 
 NAMES = sorted(p.name for p in SAMPLES.glob("*.dcm")) if SAMPLES.is_dir() else []
@@ -245,19 +243,6 @@ def test_voi_lut_sequence_matches_dcmtk(tmp_path: Path) -> None:
 # -- consult render -------------------------------------------------------------------------
 
 
-def consult(data: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "CONSULT_DATA_DIR": str(data)}
-    env.pop("CONSULT_DATABASE_URL", None)
-    env.pop("CONSULT_S3_ENDPOINT", None)
-    return subprocess.run(
-        [sys.executable, "-m", "consult", *args],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env=env,
-    )
-
-
 def test_consult_render_writes_the_pipeline_render(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -274,7 +259,7 @@ def test_consult_render_writes_the_pipeline_render(
     services.close()
 
     out = tmp_path / "lung.png"
-    done = consult(data, "render", ct.sop_instance_uid, "--window=-600,1500", "--out", str(out))
+    done = run_consult(data, "render", ct.sop_instance_uid, "--window=-600,1500", "--out", str(out))
     assert done.returncode == 0, done.stderr
     assert "window -600/1500" in done.stdout
     ref = dcmtk("dcm2pnm", sample("pydicom__CT_small.dcm"), 0, Window(-600, 1500),
@@ -282,7 +267,7 @@ def test_consult_render_writes_the_pipeline_render(
     assert_same_picture(np.asarray(Image.open(out)), ref, "consult render CT")
 
     second = tmp_path / "frame1.png"
-    done = consult(data, "render", rgb.sop_instance_uid, "--frame", "1", "--out", str(second))
+    done = run_consult(data, "render", rgb.sop_instance_uid, "--frame", "1", "--out", str(second))
     assert done.returncode == 0, done.stderr
     ref = dcmtk("dcm2pnm", sample("pydicom__SC_rgb_rle_2frame.dcm"), 1, None,
                 tmp_path / "ref1.png")  # fmt: skip

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-import os
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -24,7 +22,14 @@ from consult.receiver import Receiver
 from consult.send import Destination, collect, parse_destination, send_files, summary
 from consult.services import Services
 from consult.settings import Settings
-from tests.support import free_port, referring_services, require_tool, sample, wait_until
+from tests.support import (
+    free_port,
+    referring_services,
+    require_tool,
+    run_consult,
+    sample,
+    wait_until,
+)
 
 
 @pytest.fixture
@@ -53,19 +58,6 @@ def study_files(tmp_path: Path) -> list[Path]:
     return paths
 
 
-def consult_cli(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "CONSULT_DATA_DIR": str(tmp_path / "cli-data")}
-    env.pop("CONSULT_DATABASE_URL", None)
-    env.pop("CONSULT_S3_ENDPOINT", None)
-    return subprocess.run(
-        [sys.executable, "-m", "consult", *args],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env=env,
-    )
-
-
 def _dataset_sha(path: Path) -> str:
     blob = path.read_bytes()
     _, offset = split_part10(blob)
@@ -90,8 +82,8 @@ def test_send_cli_to_receiver(
     services: Services, receiver: int, study_files: list[Path], tmp_path: Path
 ) -> None:
     top = study_files[0].parent
-    result = consult_cli(
-        tmp_path,
+    result = run_consult(
+        tmp_path / "cli-data",
         "send",
         str(top),
         "--recursive",
@@ -129,8 +121,8 @@ def test_send_reports_what_was_not_stored(
     text = tmp_path / "notes.txt"
     text.write_text("not DICOM at all\n")
     missing = tmp_path / "missing.dcm"
-    result = consult_cli(
-        tmp_path,
+    result = run_consult(
+        tmp_path / "cli-data",
         "send",
         str(study_files[0]),
         str(no_study),

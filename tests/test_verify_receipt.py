@@ -4,11 +4,7 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import pytest
 from sqlalchemy import select
@@ -24,6 +20,7 @@ from consult.services import Services
 from consult.settings import Settings
 from consult.verify import verify
 from storage import ObjectStore
+from tests.support import run_consult
 
 
 def _ingest_demo(services: Services) -> tuple[str, list[StoredInstance]]:
@@ -159,25 +156,12 @@ def test_series_counters_track_arrivals(services: Services) -> None:
 # ------------------------------------------------------------------ the commands themselves
 
 
-def consult_cli(data_dir: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
-    full = {**os.environ, "CONSULT_DATA_DIR": str(data_dir), **env}
-    full.pop("CONSULT_DATABASE_URL", None)
-    full.pop("CONSULT_S3_ENDPOINT", None)
-    return subprocess.run(
-        [sys.executable, "-m", "consult", *args],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env=full,
-    )
-
-
 def test_verify_and_receipt_commands(settings: Settings) -> None:
     services = Services.open(settings)
     try:
         study_uid, stored = _ingest_demo(services)
         data_dir = settings.data_dir
-        ok = consult_cli(data_dir, "verify", "--progress")
+        ok = run_consult(data_dir, "verify", "--progress")
         assert ok.returncode == 0, ok.stderr
         assert "6 object(s) checked, 0 problem(s)" in ok.stdout
         assert "verifying [" in ok.stderr and "6/6" in ok.stderr
@@ -188,25 +172,29 @@ def test_verify_and_receipt_commands(settings: Settings) -> None:
         blob[offset + 7] ^= 0x01
         path.write_bytes(bytes(blob))
         services.store.delete(_key(services, stored[3].version_id)[0])
-        bad = consult_cli(data_dir, "verify")
+        bad = run_consult(data_dir, "verify")
         assert bad.returncode == 1
         assert f"MISMATCH: {stored[2].sop_instance_uid} version 1" in bad.stdout
         assert f"MISSING: {stored[3].sop_instance_uid} version 1" in bad.stdout
         assert "6 object(s) checked, 2 problem(s)" in bad.stdout
         assert "verifying [" not in bad.stderr  # no bar when stderr is not a terminal
 
-        waiting = consult_cli(data_dir, "receipt", study_uid, CONSULT_STABLE_SECONDS="3600")
+        waiting = run_consult(
+            data_dir, "receipt", study_uid, env={"CONSULT_STABLE_SECONDS": "3600"}
+        )
         assert waiting.returncode == 0, waiting.stderr
         assert "stable:        no" in waiting.stdout
         assert stored[0].sha256 in waiting.stdout
 
-        as_json = consult_cli(data_dir, "receipt", study_uid, "--json", CONSULT_STABLE_SECONDS="0")
+        as_json = run_consult(
+            data_dir, "receipt", study_uid, "--json", env={"CONSULT_STABLE_SECONDS": "0"}
+        )
         assert as_json.returncode == 0, as_json.stderr
         data = json.loads(as_json.stdout)
         assert data["stable"] is True
         assert len(data["series"]) == 2
 
-        unknown = consult_cli(data_dir, "receipt", "1.2.3.4")
+        unknown = run_consult(data_dir, "receipt", "1.2.3.4")
         assert unknown.returncode == 2
         assert "no study '1.2.3.4'" in unknown.stderr
     finally:
