@@ -4,7 +4,7 @@ Workloads, generated deterministically: MG 4096x3328 uint16 MONOCHROME2 and CR 3
 12-bit MONOCHROME1 (smooth structures plus noise, a Window Center/Width each).
 
 Measured in the same run, each run in its own fresh process, median of N (default 5):
-- ours: ``consult.previews.handle_preview`` on the instance already in the folder store
+- ours: ``consult.previews.builds.handle_preview`` on the instance already in the folder store
   (fetch, decode, LUT window, levels, JPEG q85 tiles, one fsynced pack, catalog rows);
 - plain Pillow: pydicom ``pixel_array``, window with numpy, ``resize`` per level (each
   from the level above, Pillow's default filter), crop tiles, save JPEG q85 files (no
@@ -141,7 +141,7 @@ def ct_slices(count: int) -> list[Dataset]:
 
 
 def child_ours(data_dir: str, version_id: str) -> dict[str, float]:
-    from consult.previews import handle_preview
+    from consult.previews.builds import handle_preview
     from consult.services import Services
     from consult.settings import Settings
 
@@ -222,9 +222,9 @@ def measure(mode: str, *args: str) -> dict[str, float]:
 
 
 def pyramid_figures(kind: str, work: Path, runs: int) -> dict[str, Any]:
-    from consult import directory
-    from consult.demo import dataset_bytes
-    from consult.ingest import Origin, ingest
+    from consult.access import directory
+    from consult.cli.demo import dataset_bytes
+    from consult.ingest.pipeline import Origin, ingest
     from consult.services import Services
     from consult.settings import Settings
     from viewer import open_frames
@@ -277,7 +277,7 @@ def first_tile_latency(work: Path, runs: int) -> list[float]:
     import httpx
     from pynetdicom import AE
 
-    from consult import directory
+    from consult.access import directory
     from consult.services import Services
     from consult.settings import Settings
 
@@ -355,10 +355,10 @@ def ct_series(work: Path, count: int) -> dict[int, float]:
     """Ingest ``count`` CT slices, then time 1 and 2 worker processes building all previews."""
     from sqlalchemy import func, select
 
-    from consult import directory
+    from consult.access import directory
     from consult.catalog.tables import jobs
-    from consult.demo import dataset_bytes
-    from consult.ingest import Origin, ingest
+    from consult.cli.demo import dataset_bytes
+    from consult.ingest.pipeline import Origin, ingest
     from consult.services import Services
     from consult.settings import Settings
 

@@ -1,3 +1,3 @@
-from consult.cli import main
+from consult.cli.main import main
 
 raise SystemExit(main())

@@ -5,8 +5,8 @@ from __future__ import annotations
 import functools
 from dataclasses import dataclass
 
-from consult import doorbell
 from consult.catalog import Catalog
+from consult.jobs import doorbell
 from consult.settings import Settings
 from storage import LocalObjectStore, ObjectStore, S3ObjectStore
 

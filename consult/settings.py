@@ -127,7 +127,7 @@ class Settings(BaseSettings):
 
     @property
     def doorbells_dir(self) -> Path:
-        """Where waiting workers keep their doorbells (consult/doorbell.py)."""
+        """Where waiting workers keep their doorbells (consult/jobs/doorbell.py)."""
         return self.data_dir / "doorbells"
 
 

@@ -17,7 +17,7 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import UID, CTImageStorage, ExplicitVRLittleEndian, generate_uid
 from sqlalchemy import FromClause, func, select
 
-from consult import directory
+from consult.access import directory
 from consult.catalog.tables import (
     instance_versions,
     instances,
@@ -26,8 +26,8 @@ from consult.catalog.tables import (
     series,
     studies,
 )
-from consult.demo import dataset_bytes, write_part10
-from consult.dicomio import split_part10
+from consult.cli.demo import dataset_bytes, write_part10
+from consult.dicom.part10 import split_part10
 from consult.receiver import Receiver
 from consult.services import Services
 from storage import ObjectNotFound

@@ -15,7 +15,7 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
 
 from storage import ObjectStore
-from viewer.tiles import PackIndex, read_index
+from viewer.tilepack import PackIndex, read_index
 
 
 def pack_index(store: ObjectStore, key: str) -> PackIndex:

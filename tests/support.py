@@ -105,7 +105,7 @@ def serve(app: Any) -> Iterator[str]:
 def referring_services(settings: Any, *peers: tuple[str, str]) -> Iterator[Any]:
     """Services (opened, closed at the end) with a hospital "Referring" whose PACS
     ``peers`` (AE title, host) may send; REFPACS@127.0.0.1 when none are given."""
-    from consult import directory
+    from consult.access import directory
     from consult.services import Services
 
     svc = Services.open(settings)

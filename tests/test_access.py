@@ -9,10 +9,11 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from consult import access, audit
+from consult import access
+from consult.access import audit
+from consult.access.directory import get_user_by_name
 from consult.catalog import Catalog
 from consult.catalog.tables import audit_events
-from consult.directory import get_user_by_name
 from consult.errors import StudyNotFound
 from consult.services import Services
 from consult.settings import Settings

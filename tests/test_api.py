@@ -7,9 +7,9 @@ from collections.abc import Iterator
 import pytest
 from starlette.routing import Route
 
-from consult.app import create_app
 from consult.services import Services
 from consult.settings import Settings
+from consult.web.app import create_app
 from tests.support import sample
 from tests.web_world import MR, World, build_world
 

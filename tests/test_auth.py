@@ -11,12 +11,12 @@ import pytest
 from sqlalchemy import func, select, update
 from starlette.testclient import TestClient
 
-from consult import audit, directory
-from consult.app import create_app
+from consult.access import audit, directory
 from consult.catalog import utcnow
 from consult.catalog.tables import sessions
 from consult.services import Services
 from consult.settings import Settings
+from consult.web.app import create_app
 from tests.web_world import PASSWORD, World, build_world
 
 

@@ -8,8 +8,8 @@ from pathlib import Path
 import pydicom
 import pytest
 
-from consult.demo import demo_study
-from consult.dicomio import split_part10
+from consult.cli.demo import demo_study
+from consult.dicom.part10 import split_part10
 from tests.support import run_consult
 
 
@@ -98,7 +98,7 @@ def test_demo_then_export_gives_the_bytes_as_received(tmp_path: Path, all_versio
     assert result.returncode == 0, result.stderr
     files = sorted(out.rglob("*.dcm"))
     assert len(files) == len(study)
-    from consult.demo import dataset_bytes
+    from consult.cli.demo import dataset_bytes
 
     expected = {hashlib.sha256(dataset_bytes(ds)).hexdigest() for ds, _ in study}
     got = set()

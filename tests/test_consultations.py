@@ -8,9 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from consult import audit, consultations
+from consult.access import audit
 from consult.catalog import Catalog
-from consult.consultations import ConsultationStatus, Urgency
+from consult.consultations import lifecycle
+from consult.consultations.lifecycle import ConsultationStatus, Urgency
 from consult.services import Services
 from consult.settings import Settings
 from storage import LocalObjectStore
@@ -39,7 +40,7 @@ def test_enums_document_each_member() -> None:
     ]
     assert [u.value for u in Urgency] == ["routine", "urgent", "stat"]
     # Each member is followed by its docstring in the source.
-    tree = ast.parse(Path(consultations.__file__).read_text())
+    tree = ast.parse(Path(lifecycle.__file__).read_text())
     for node in tree.body:
         if isinstance(node, ast.ClassDef) and node.name in {"ConsultationStatus", "Urgency"}:
             body = node.body[1:]

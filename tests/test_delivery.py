@@ -15,7 +15,8 @@ import pytest
 from pydicom import dcmread
 from sqlalchemy import select, update
 
-from consult import directory
+from consult.access import directory
+from consult.access.directory import Role
 from consult.catalog import Catalog, insert_id, utcnow
 from consult.catalog.tables import (
     audit_events,
@@ -25,10 +26,9 @@ from consult.catalog.tables import (
     peers,
     studies,
 )
-from consult.delivery import DeliveryFailed, deliver_now, handle_deliver_opinion
-from consult.directory import Role
+from consult.consultations.delivery import DeliveryFailed, deliver_now, handle_deliver_opinion
 from consult.errors import BadRequest, Conflict
-from consult.ingest import Origin, ingest_file
+from consult.ingest.pipeline import Origin, ingest_file
 from consult.services import Services
 from consult.settings import Settings
 from storage import LocalObjectStore, ObjectStore
@@ -296,8 +296,9 @@ def test_opinions_signed_without_a_destination_go_to_the_first_one_added(
     """Signed while the referring hospital had no peer with a port: when one is added
     (`consult peers add ... --port`), the opinion is queued and reaches it; a peer added
     after that does not get it again."""
-    from consult import jobs, opinions
+    from consult import jobs
     from consult.catalog.tables import jobs as jobs_table
+    from consult.consultations import opinions
 
     store = LocalObjectStore(tmp_path / "objects")
     world = make_world(settings, catalog, store, pacs_port=None)  # a sender-only peer

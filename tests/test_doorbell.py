@@ -8,13 +8,15 @@ from pathlib import Path
 
 from sqlalchemy import select
 
-from consult import directory, doorbell, jobs
+from consult import jobs
+from consult.access import directory
 from consult.catalog.tables import jobs as jobs_table
-from consult.demo import dataset_bytes, demo_study
-from consult.ingest import Origin, ingest
+from consult.cli.demo import dataset_bytes, demo_study
+from consult.ingest.pipeline import Origin, ingest
+from consult.jobs import doorbell
+from consult.jobs.worker import Worker
 from consult.services import Services
 from consult.settings import Settings
-from consult.worker import Worker
 from tests.support import wait_until
 
 

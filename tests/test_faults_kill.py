@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from consult.dicomio import split_part10
+from consult.dicom.part10 import split_part10
 from consult.services import Services
 from consult.settings import Settings
 from tests.fault_support import (

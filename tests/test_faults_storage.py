@@ -13,7 +13,7 @@ from urllib.parse import urlsplit
 import pytest
 
 from consult.catalog import Catalog
-from consult.dicomio import split_part10
+from consult.dicom.part10 import split_part10
 from consult.services import Services, open_store
 from consult.settings import Settings
 from storage import S3ObjectStore

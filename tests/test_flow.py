@@ -19,8 +19,8 @@ from typing import Any
 import httpx
 import pytest
 
-from consult import directory
-from consult.demo import demo_study, write_part10
+from consult.access import directory
+from consult.cli.demo import demo_study, write_part10
 from consult.services import Services
 from consult.settings import Settings
 from tests.support import free_port, launch_chromium, require_tool, wait_until

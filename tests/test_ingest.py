@@ -10,7 +10,7 @@ import pydicom
 import pytest
 from sqlalchemy import func, select
 
-from consult import directory
+from consult.access import directory
 from consult.catalog import Catalog
 from consult.catalog.tables import (
     instance_versions,
@@ -20,10 +20,10 @@ from consult.catalog.tables import (
     series,
     studies,
 )
-from consult.demo import dataset_bytes, demo_study
-from consult.dicomio import split_part10
+from consult.cli.demo import dataset_bytes, demo_study
+from consult.dicom.part10 import split_part10
 from consult.errors import InvalidDataset
-from consult.ingest import Origin, ingest, ingest_file
+from consult.ingest.pipeline import Origin, ingest, ingest_file
 from consult.services import Services
 from consult.settings import Settings
 from storage import ObjectStore
@@ -192,7 +192,7 @@ def test_ingest_file_keeps_a_compressed_sample_byte_exact(
 @pytest.mark.parametrize("source_ae", ["REFPACS", "ODD", ""])
 @pytest.mark.parametrize("sop_uid", ["1.2.3.4", "1.2.3.45"])  # even and odd lengths
 def test_received_prefix_is_what_pydicom_writes(source_ae: str, sop_uid: str) -> None:
-    from consult.dicomio import file_meta, part10_prefix, received_prefix
+    from consult.dicom.part10 import file_meta, part10_prefix, received_prefix
 
     args = {
         "sop_class_uid": "1.2.840.10008.5.1.4.1.1.2",

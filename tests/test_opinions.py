@@ -12,11 +12,11 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from consult import opinions
+from consult.access.directory import get_user_by_name
 from consult.catalog import Catalog
 from consult.catalog.tables import deliveries, jobs, peers
 from consult.catalog.tables import opinions as opinion_rows
-from consult.directory import get_user_by_name
+from consult.consultations import opinions
 from consult.errors import OpinionAlreadySigned
 from consult.services import Services
 from consult.settings import Settings

@@ -24,16 +24,18 @@ from pydicom.encaps import encapsulate
 from pydicom.uid import JPEGBaseline8Bit
 from sqlalchemy import select
 
-from consult import cli_previews, directory, previews
+from consult import previews
+from consult.access import directory
 from consult.catalog import as_utc
 from consult.catalog.tables import instance_versions
 from consult.catalog.tables import jobs as jobs_table
 from consult.catalog.tables import previews as previews_table
+from consult.cli import imaging as cli_previews
 from consult.errors import ConfigurationError
-from consult.ingest import Origin, StoredInstance, ingest_file
+from consult.ingest.pipeline import Origin, StoredInstance, ingest_file
+from consult.jobs.worker import Worker
 from consult.services import Services
 from consult.settings import Settings
-from consult.worker import Worker
 from tests.pyramid_support import mono16_dataset, psnr, stored_level, write_dataset
 from tests.support import run_consult, sample, wait_until
 from viewer import open_frames
@@ -205,7 +207,7 @@ def test_lease_is_renewed_so_two_workers_never_build_one_pyramid_at_once(
             threading.Event().wait(max(0.0, start + lease / 2 - time.monotonic()))
             builds.append((threading.current_thread().name, start, time.monotonic()))
 
-    monkeypatch.setattr("consult.previews.build", recording_build)
+    monkeypatch.setattr("consult.previews.builds.build", recording_build)
     workers = [Worker(services, poll_seconds=0.05) for _ in range(2)]
     threads = [threading.Thread(target=w.run, name=f"worker-{i}") for i, w in enumerate(workers)]
     for t in threads:

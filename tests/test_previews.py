@@ -7,14 +7,15 @@ import pytest
 from PIL import Image
 from sqlalchemy import select
 
-from consult import directory, jobs
+from consult import jobs
+from consult.access import directory
 from consult.catalog import Catalog
 from consult.catalog.tables import instance_versions, previews
-from consult.demo import dataset_bytes, demo_study
-from consult.ingest import Origin, ingest, ingest_file
+from consult.cli.demo import dataset_bytes, demo_study
+from consult.ingest.pipeline import Origin, ingest, ingest_file
+from consult.jobs.worker import Worker
 from consult.services import Services
 from consult.settings import Settings
-from consult.worker import Worker
 from storage import LocalObjectStore
 from tests.pyramid_support import stored_level
 from tests.support import sample

@@ -14,7 +14,7 @@ from tests.support import sample
 from viewer import open_frames
 from viewer.dzi import Geometry
 from viewer.pyramid import OVERVIEW_SIDE, THUMBNAIL_SIDE, Pyramid, build
-from viewer.tiles import FIRST_READ, PackError, PackIndex, PackWriter, read_index
+from viewer.tilepack import FIRST_READ, PackError, PackIndex, PackWriter, read_index
 
 JPEG_MIN_PSNR = 35.0
 

@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from consult import directory
+from consult.access import directory
 from consult.catalog.tables import instance_versions, instances
-from consult.demo import demo_study, write_part10
-from consult.dicomio import split_part10
+from consult.cli.demo import demo_study, write_part10
+from consult.dicom.part10 import split_part10
 from consult.receiver import Receiver
 from consult.services import Services
 from consult.settings import Settings

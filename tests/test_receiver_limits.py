@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select
 
-from consult import directory
+from consult.access import directory
 from consult.catalog.tables import instance_versions
-from consult.demo import demo_study, write_part10
+from consult.cli.demo import demo_study, write_part10
 from consult.receiver import Receiver
 from consult.receiver.limits import ConnectionGuard
 from consult.services import Services

@@ -21,10 +21,10 @@ from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 from pynetdicom.transport import RequestHandler
 from sqlalchemy import func, select
 
-from consult import assoc_loop
-from consult.assoc_loop import serve_loop
 from consult.catalog.tables import instances
-from consult.demo import demo_study, write_part10
+from consult.cli.demo import demo_study, write_part10
+from consult.dicom import assoc_loop
+from consult.dicom.assoc_loop import serve_loop
 from consult.receiver import Receiver
 from consult.receiver._reactor import (
     DirectResponseDIMSE,
@@ -202,7 +202,7 @@ class _ClearedOncePassed(threading.Event):
 
 @pytest.mark.parametrize("sender_cleared_after_the_pass", [True, False])
 def test_the_reactor_leaves_a_senders_response_alone(sender_cleared_after_the_pass: bool) -> None:
-    """pynetdicom's race (consult/assoc_loop.py): a send that begins just after the reactor
+    """pynetdicom's race (consult/dicom/assoc_loop.py): a send that begins just after the reactor
     passed its checkpoint. The response on the queue stays for the sender; without a send
     in progress the reactor serves the queue as usual."""
     assoc: Any = Association(AE(), "requestor")

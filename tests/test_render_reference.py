@@ -31,10 +31,10 @@ from pydicom.dataset import Dataset
 from pydicom.encaps import generate_frames
 from pydicom.sequence import Sequence
 
-from consult import directory
+from consult.access import directory
 from consult.catalog import Catalog
-from consult.cli import main
-from consult.ingest import Origin, ingest_file
+from consult.cli.main import main
+from consult.ingest.pipeline import Origin, ingest_file
 from consult.services import Services
 from consult.settings import Settings
 from storage import LocalObjectStore

@@ -33,14 +33,21 @@ from pydicom.uid import DeflatedExplicitVRLittleEndian, ExplicitVRLittleEndian
 from sqlalchemy import create_engine, func, select, text
 from sqlalchemy.engine import make_url
 
-from consult import directory
+from consult.access import directory
 from consult.catalog.tables import instance_versions, instances
-from consult.demo import dataset_bytes, demo_study
-from consult.dicomio import check_complete
+from consult.cli.demo import dataset_bytes, demo_study
+from consult.dicom.part10 import check_complete
+from consult.dicom.sender import (
+    Destination,
+    Outcome,
+    SendItem,
+    Unsendable,
+    inspect_file,
+    send_files,
+)
 from consult.errors import InvalidDataset
-from consult.ingest import Origin, ingest
+from consult.ingest.pipeline import Origin, ingest
 from consult.receiver import Receiver
-from consult.send import Destination, Outcome, SendItem, Unsendable, inspect_file, send_files
 from consult.services import Services
 from consult.settings import Settings
 from tests.conftest import PG_URL

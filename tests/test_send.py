@@ -13,13 +13,13 @@ from pydicom.dataset import Dataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 from sqlalchemy import select
 
-from consult import send
 from consult.catalog.tables import instance_versions
-from consult.demo import demo_study, write_part10
-from consult.dicomio import split_part10
+from consult.cli.demo import demo_study, write_part10
+from consult.dicom import sender as send
+from consult.dicom.part10 import split_part10
+from consult.dicom.sender import Destination, collect, parse_destination, send_files, summary
 from consult.errors import ConfigurationError
 from consult.receiver import Receiver
-from consult.send import Destination, collect, parse_destination, send_files, summary
 from consult.services import Services
 from consult.settings import Settings
 from tests.support import (

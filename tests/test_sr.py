@@ -16,9 +16,9 @@ from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
 from pydicom.uid import BasicTextSRStorage, ExplicitVRLittleEndian, generate_uid
 
-from consult.dicomio import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME
+from consult.consultations.sr import OpinionDocument, build_sr, person_name, to_part10
+from consult.dicom.part10 import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME
 from consult.errors import InvalidDataset
-from consult.sr import OpinionDocument, build_sr, person_name, to_part10
 from tests.support import require_tool, sample
 
 TEXT = "Befund: kein Hinweis auf Malignität.\r\nEmpfehlung: Kontrolle in 6 Monaten \\ MRT."

@@ -18,19 +18,19 @@ import pytest
 from PIL import Image
 from sqlalchemy import select
 
-from consult import renders
-from consult.app import create_app
 from consult.catalog.tables import audit_events, instance_versions, previews
 from consult.catalog.tables import jobs as jobs_table
 from consult.catalog.tables import renders as renders_table
+from consult.previews import renders
 from consult.services import Services
 from consult.settings import Settings
+from consult.web.app import create_app
 from tests.pyramid_support import mono16_dataset, write_dataset
 from tests.support import launch_chromium, need_or_skip, sample, serve, wait_until
 from tests.web_world import PASSWORD, World, build_world
 from viewer import Window, open_frames
 from viewer.dzi import DZI_NAMESPACE
-from viewer.tiles import IndexCache
+from viewer.tilepack import IndexCache
 
 NS = {"dzi": DZI_NAMESPACE}
 

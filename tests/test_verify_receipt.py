@@ -9,16 +9,16 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy import select
 
-from consult import directory
+from consult.access import directory
 from consult.catalog import Catalog
 from consult.catalog.tables import instance_versions, instances, series, studies
-from consult.demo import dataset_bytes, demo_study
+from consult.cli.demo import dataset_bytes, demo_study
 from consult.errors import StudyNotFound
-from consult.ingest import Origin, StoredInstance, ingest
-from consult.receipt import is_stable, study_receipt, to_json, to_text
+from consult.ingest.pipeline import Origin, StoredInstance, ingest
 from consult.services import Services
 from consult.settings import Settings
-from consult.verify import verify
+from consult.studies.receipt import is_stable, study_receipt, to_json, to_text
+from consult.studies.verify import verify
 from storage import ObjectStore
 from tests.support import run_consult
 

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 from starlette.testclient import TestClient
 
-from consult.app import create_app
 from consult.services import Services
 from consult.settings import Settings
+from consult.web.app import create_app
 from tests.support import launch_chromium, serve, wait_until
 from tests.web_world import CT, PASSWORD, World, build_world, hostile_copy
 

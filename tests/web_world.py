@@ -21,13 +21,13 @@ from pydicom.uid import generate_uid
 from sqlalchemy import select
 from starlette.testclient import TestClient
 
-from consult import directory
-from consult.app import create_app
+from consult.access import directory
+from consult.access.directory import Hospital, Role
 from consult.catalog.tables import consultations, previews
-from consult.directory import Hospital, Role
-from consult.ingest import Origin, StoredInstance, ingest_file
+from consult.ingest.pipeline import Origin, StoredInstance, ingest_file
+from consult.jobs.worker import Worker
 from consult.services import Services
-from consult.worker import Worker
+from consult.web.app import create_app
 from tests.support import sample
 
 PASSWORD = "correct horse battery"

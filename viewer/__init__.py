@@ -3,7 +3,7 @@
 from viewer.errors import NoImage, RenderError
 from viewer.luts import LookupTable, Preset, Rescale, Window, presets_for
 from viewer.pixels import FrameSource, open_frames
-from viewer.render import RenderedFrame, encode_png, render_frames
+from viewer.png import RenderedFrame, encode_png, render_frames
 
 __all__ = [
     "FrameSource",

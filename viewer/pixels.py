@@ -60,7 +60,7 @@ from viewer.luts import (
     stored_values,
 )
 
-# Received data is read leniently (as consult.dicomio does): what matters is checked here.
+# Received data is read leniently (as consult.dicom.part10 does): what matters is checked here.
 pydicom_config.settings.reading_validation_mode = pydicom_config.IGNORE
 
 MAX_FRAME_PIXELS = 1 << 28  # 16384 x 16384: more in one frame is refused, not allocated

@@ -29,7 +29,7 @@ import numpy as np
 from PIL import Image
 
 from viewer.dzi import Geometry, geometry_for
-from viewer.tiles import PackWriter
+from viewer.tilepack import PackWriter
 
 THUMBNAIL_SIDE = 256
 OVERVIEW_SIDE = 1024
@@ -88,7 +88,7 @@ def build(
     quality: int = DEFAULT_QUALITY,
     meta: dict[str, Any] | None = None,
 ) -> Pyramid:
-    """Cut an 8-bit frame into its DZI pyramid and pack it (see :mod:`viewer.tiles`).
+    """Cut an 8-bit frame into its DZI pyramid and pack it (see :mod:`viewer.tilepack`).
 
     Parameters
     ----------

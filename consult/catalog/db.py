@@ -98,7 +98,7 @@ class Catalog:
         """A write transaction, committed on success, rolled back on error.
 
         When the transaction queued a job (``jobs.enqueue`` marks it), ``after_jobs_queued``
-        runs once it has committed: the workers' doorbell (consult/doorbell.py).
+        runs once it has committed: the workers' doorbell (consult/jobs/doorbell.py).
         """
         queued = False
         with self._serialised_write() as conn:

@@ -173,7 +173,7 @@ previews = Table(
     Column("height", Integer, nullable=True),
     Column("reason", Text, nullable=True),
     Column("created_at", UTC, nullable=False),
-    # The frame's tile pack (object_key; see viewer.tiles) rendered with the default window.
+    # The frame's tile pack (object_key; see viewer.tilepack) rendered with the default window.
     Column("tile_format", String(8), nullable=True),  # jpeg | png
     Column("tile_size", Integer, nullable=True),
     Column("overlap", Integer, nullable=True),

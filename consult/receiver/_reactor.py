@@ -41,7 +41,7 @@ from pynetdicom.pdu import A_ABORT_RQ
 from pynetdicom.pdu_primitives import P_DATA
 from pynetdicom.transport import RequestHandler
 
-from consult.assoc_loop import install, serve_loop
+from consult.dicom.assoc_loop import install, serve_loop
 from consult.receiver._responses import store_response_command
 
 install()  # the requests we make on this process's other associations (assoc_loop.py)
@@ -203,7 +203,7 @@ class EventDrivenAssociation(Association):
         super().kill()
 
     def _run_reactor(self) -> None:
-        """The association loop (consult/assoc_loop.py), waiting on an event where
+        """The association loop (consult/dicom/assoc_loop.py), waiting on an event where
         pynetdicom's sleeps 1 ms."""
         messages = self.dimse.msg_queue
         event = self._wake_event

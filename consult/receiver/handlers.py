@@ -19,10 +19,10 @@ from typing import Any
 
 from pydicom.dataset import Dataset
 
-from consult import directory
+from consult.access import directory
 from consult.catalog import CatalogUnavailable
 from consult.errors import InvalidDataset
-from consult.ingest import Origin, ingest
+from consult.ingest.pipeline import Origin, ingest
 from consult.receiver.limits import ConnectionGuard
 from consult.services import Services
 from storage import StorageError

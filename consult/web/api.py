@@ -13,14 +13,15 @@ from typing import Any
 
 from starlette.responses import JSONResponse, Response
 
-from consult import access, consultations, opinions, studies
-from consult.auth import Session
-from consult.consultations import Consultation
-from consult.directory import list_hospitals
+from consult import access, consultations, studies
+from consult.access.auth import Session
+from consult.access.directory import list_hospitals
+from consult.consultations import opinions
+from consult.consultations.lifecycle import Consultation
+from consult.consultations.opinions import Opinion, OpinionStatus
 from consult.errors import BadRequest
-from consult.opinions import Opinion, OpinionStatus
 from consult.web.context import Ctx
-from consult.web.pages import clear_session_cookie, do_login, do_logout, set_session_cookie
+from consult.web.study_pages import clear_session_cookie, do_login, do_logout, set_session_cookie
 
 
 def _time(value: datetime | None) -> str | None:

@@ -21,10 +21,10 @@ from starlette.datastructures import UploadFile
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
-from consult import audit, auth
-from consult.audit import Actor, Outcome
-from consult.auth import Session
-from consult.directory import User
+from consult.access import audit, auth
+from consult.access.audit import Actor, Outcome
+from consult.access.auth import Session
+from consult.access.directory import User
 from consult.errors import BadRequest, ConsultError, Forbidden, NotAuthenticated, NotFound
 from consult.services import Services
 

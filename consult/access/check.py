@@ -16,8 +16,9 @@ from dataclasses import dataclass
 
 from sqlalchemy import ColumnElement, Connection, and_, or_, select
 
-from consult import audit
-from consult.audit import Actor, Outcome
+from consult.access import audit
+from consult.access.audit import Actor, Outcome
+from consult.access.directory import User
 from consult.catalog import Catalog
 from consult.catalog.tables import (
     consultations,
@@ -27,7 +28,6 @@ from consult.catalog.tables import (
     series,
     studies,
 )
-from consult.directory import User
 from consult.errors import ConsultationNotFound, NotFound, StudyNotFound
 
 _UID = re.compile(r"^[0-9]+(\.[0-9]+)*$")

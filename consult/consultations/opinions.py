@@ -22,11 +22,11 @@ from sqlalchemy import Connection, select, update
 from sqlalchemy.orm import aliased
 
 from consult import consultations, jobs
+from consult.access.directory import User, destinations
 from consult.catalog import as_utc, insert_id, utcnow
 from consult.catalog.tables import consultations as consultations_table
 from consult.catalog.tables import deliveries, opinions, peers, users
-from consult.consultations import ConsultationStatus
-from consult.directory import User, destinations
+from consult.consultations.lifecycle import ConsultationStatus
 from consult.errors import BadRequest, Conflict, Forbidden, OpinionAlreadySigned
 
 log = logging.getLogger(__name__)

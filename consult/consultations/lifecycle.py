@@ -7,7 +7,7 @@ Lifecycle::
 
 Every state change is a conditional UPDATE on the expected status, so two users acting
 at once cannot both win; the loser gets :class:`Conflict`. Access to the study itself is
-checked by :mod:`consult.access`; this module checks who may do what to a consultation.
+checked by :mod:`consult.access.check`; this module checks who may do what to a consultation.
 """
 
 from __future__ import annotations
@@ -20,13 +20,13 @@ from typing import Any
 from sqlalchemy import Connection, Row, Select, or_, select, update
 from sqlalchemy.orm import aliased
 
-from consult import audit
-from consult.audit import Actor, Outcome
+from consult.access import audit
+from consult.access.audit import Actor, Outcome
+from consult.access.directory import Role, User
 from consult.catalog import Catalog, as_utc, insert_id, utcnow
 from consult.catalog.tables import consultations, hospitals, messages, patients, studies, users
-from consult.directory import Role, User
 from consult.errors import BadRequest, Conflict, ConsultationNotFound, Forbidden, NotFound
-from consult.studies import display_name
+from consult.studies.queries import display_name
 
 MAX_QUESTION = 10_000
 MAX_MESSAGE = 20_000
@@ -317,7 +317,8 @@ def decline(conn: Connection, user: User, consultation_id: int) -> None:
 
 
 def mark_answered(conn: Connection, consultation_id: int) -> None:
-    """The opinion was signed (called by :mod:`consult.opinions` in its transaction)."""
+    """The opinion was signed (called by :mod:`consult.consultations.opinions`, in its
+    transaction)."""
     _transition(conn, consultation_id, ConsultationStatus.ACCEPTED, ConsultationStatus.ANSWERED)
 
 

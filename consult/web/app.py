@@ -16,9 +16,9 @@ from starlette.staticfiles import StaticFiles
 
 from consult.errors import ConsultError
 from consult.services import Services
-from consult.web import api, consult_pages, openapi, pages, tiles
+from consult.web import api, consultation_pages, openapi, preview_routes, study_pages
 from consult.web.context import Handler, endpoint
-from consult.web.errors import SecurityHeaders, handle_error
+from consult.web.error_pages import SecurityHeaders, handle_error
 from storage import StorageError
 
 STATIC = Path(__file__).resolve().parent / "static"
@@ -37,30 +37,32 @@ def _api(
 def routes() -> list[BaseRoute]:
     cid = "/consultations/{consultation_id:int}"
     return [
-        Route("/login", endpoint(pages.login_form, public=True), name="login", methods=["GET"]),
+        Route(
+            "/login", endpoint(study_pages.login_form, public=True), name="login", methods=["GET"]
+        ),
         Route(
             "/login",
-            endpoint(pages.login_submit, public=True),
+            endpoint(study_pages.login_submit, public=True),
             name="login_submit",
             methods=["POST"],
         ),
-        _page("/logout", pages.logout, "logout", ["POST"]),
-        _page("/", pages.home, "home", ["GET"]),
-        _page("/studies/{study_uid}", pages.study_page, "study", ["GET"]),
+        _page("/logout", study_pages.logout, "logout", ["POST"]),
+        _page("/", study_pages.home, "home", ["GET"]),
+        _page("/studies/{study_uid}", study_pages.study_page, "study", ["GET"]),
         _page(
             "/studies/{study_uid}/consultations",
-            pages.request_consultation,
+            study_pages.request_consultation,
             "request_consultation",
             ["POST"],
         ),
-        _page("/consultations", consult_pages.inbox, "consultations", ["GET"]),
-        _page(cid, consult_pages.consultation_page, "consultation", ["GET"]),
-        _page(f"{cid}/accept", consult_pages.accept, "consultation_accept", ["POST"]),
-        _page(f"{cid}/decline", consult_pages.decline, "consultation_decline", ["POST"]),
-        _page(f"{cid}/close", consult_pages.close, "consultation_close", ["POST"]),
-        _page(f"{cid}/messages", consult_pages.post_message, "message_post", ["POST"]),
-        _page(f"{cid}/opinion", consult_pages.save_opinion, "opinion_save", ["POST"]),
-        _page(f"{cid}/opinion/sign", consult_pages.sign_opinion, "opinion_sign", ["POST"]),
+        _page("/consultations", consultation_pages.inbox, "consultations", ["GET"]),
+        _page(cid, consultation_pages.consultation_page, "consultation", ["GET"]),
+        _page(f"{cid}/accept", consultation_pages.accept, "consultation_accept", ["POST"]),
+        _page(f"{cid}/decline", consultation_pages.decline, "consultation_decline", ["POST"]),
+        _page(f"{cid}/close", consultation_pages.close, "consultation_close", ["POST"]),
+        _page(f"{cid}/messages", consultation_pages.post_message, "message_post", ["POST"]),
+        _page(f"{cid}/opinion", consultation_pages.save_opinion, "opinion_save", ["POST"]),
+        _page(f"{cid}/opinion/sign", consultation_pages.sign_opinion, "opinion_sign", ["POST"]),
         Mount("/static", app=StaticFiles(directory=STATIC), name="static"),
         _api("/api/openapi.json", openapi.openapi, "api_openapi", ["GET"], public=True),
         _api("/api/session", api.login, "api_login", ["POST"], public=True),
@@ -84,7 +86,10 @@ def routes() -> list[BaseRoute]:
 def create_app(services: Services) -> Starlette:
     """The web app over ``services`` (which the caller opens and closes)."""
     app = Starlette(
-        routes=[*tiles.routes(services.settings), *routes()],  # previews: consult/web/tiles.py
+        routes=[
+            *preview_routes.routes(services.settings),
+            *routes(),
+        ],
         middleware=[Middleware(SecurityHeaders)],
         exception_handlers={
             ConsultError: handle_error,

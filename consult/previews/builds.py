@@ -3,7 +3,7 @@
 Job kind ``preview``, payload ``{"version_id": N}``. Per frame (decoded one at a time by
 :mod:`viewer.pixels`, rendered with the dataset's default window): the 8-bit picture is cut
 into a DZI pyramid (:mod:`viewer.pyramid`; frames over 1024 px are tiled, smaller ones are
-one image per level) and stored as one tile pack (:mod:`viewer.tiles`) under a key that is
+one image per level) and stored as one tile pack (:mod:`viewer.tilepack`) under a key that is
 new for every build. Each frame's ``previews`` row is written as soon as its pack is
 stored, so the first frame can be shown while the others are built.
 

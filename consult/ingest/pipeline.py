@@ -11,7 +11,7 @@ Order of operations, so that success means safe and nothing half-stored is visib
    of hashes and the content's SHA-256, and wait for the store to acknowledge it (on the
    folder store the bytes are written and fsynced while they are hashed, then renamed
    under the key);
-3. in one catalog transaction (consult/ingest_index.py): patient, study, series, instance,
+3. in one catalog transaction (consult/ingest/indexing.py): patient, study, series, instance,
    a new version (or none: an identical retry changes nothing), arrival counters and the
    preview job. A crash between 2 and 3 leaves an unindexed object that the sender's
    retry writes again under the same key.
@@ -32,7 +32,7 @@ from pathlib import Path
 from sqlalchemy.exc import IntegrityError
 
 from consult.catalog import CatalogUnavailable
-from consult.dicomio import (
+from consult.dicom.part10 import (
     check_complete,
     check_uid,
     read_header,
@@ -40,7 +40,7 @@ from consult.dicomio import (
     split_part10,
 )
 from consult.errors import InvalidDataset
-from consult.ingest_index import (
+from consult.ingest.indexing import (
     Header,
     Origin,
     StoredInstance,

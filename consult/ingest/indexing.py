@@ -1,5 +1,5 @@
 """The index transaction of an ingest: patient, study, series, instance, a new version,
-arrival counters and the preview job, in one catalog transaction (consult/ingest.py runs
+arrival counters and the preview job, in one catalog transaction (consult/ingest/pipeline.py runs
 it once the object is durable).
 
 Study and series row ids are cached per catalog and process (rows are never deleted or
@@ -22,10 +22,10 @@ from consult import jobs
 from consult.catalog import Catalog, insert_id, utcnow
 from consult.catalog.driver import DriverStatement
 from consult.catalog.tables import instance_versions, instances, patients, series, studies
-from consult.dicomio import int_of, text_of
+from consult.dicom.part10 import int_of, text_of
 from consult.errors import InvalidDataset
 
-log = logging.getLogger("consult.ingest")
+log = logging.getLogger("consult.ingest.pipeline")
 
 
 @dataclass(frozen=True)

@@ -9,14 +9,14 @@ from typing import Any
 
 from sqlalchemy import Connection, func, select
 
-from consult import renders
-from consult.access import valid_uid
+from consult.access.check import valid_uid
 from consult.catalog.tables import instance_versions, instances, previews, series, studies
 from consult.catalog.tables import jobs as jobs_table
 from consult.catalog.tables import renders as renders_table
-from consult.cli_ingest import Progress
+from consult.cli.archive import Progress
 from consult.errors import ConfigurationError
-from consult.previews import KIND, active_build, handle_preview, request_build
+from consult.previews import renders
+from consult.previews.builds import KIND, active_build, handle_preview, request_build
 from consult.services import Services
 
 
@@ -137,7 +137,7 @@ def cmd_rebuild(services: Services, args: argparse.Namespace) -> int:
     print(f"{len(job_ids)} preview job(s) queued for {len(versions)} instance(s)")
     if args.no_wait or not job_ids:
         return 0
-    from consult.worker import Worker
+    from consult.jobs.worker import Worker
 
     worker = Worker(services)
     worker.handlers = {KIND: handle_preview}

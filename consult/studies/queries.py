@@ -1,8 +1,8 @@
 """Read queries over the catalog's studies: lists, details, receipts.
 
 These functions do not check access: callers pass a study the access check granted
-(:func:`consult.access.require_study`) or a hospital whose visible studies to list (the
-list uses the same rule, :func:`consult.access.visible_to`).
+(:func:`consult.access.check.require_study`) or a hospital whose visible studies to list (the
+list uses the same rule, :func:`consult.access.check.visible_to`).
 """
 
 from __future__ import annotations
@@ -13,9 +13,9 @@ from datetime import datetime
 
 from sqlalchemy import Connection, func, select
 
-from consult import audit
-from consult.access import visible_to
-from consult.audit import Actor, Outcome
+from consult.access import audit
+from consult.access.audit import Actor, Outcome
+from consult.access.check import visible_to
 from consult.catalog import Catalog, as_utc, utcnow
 from consult.catalog.tables import (
     hospitals,
@@ -27,7 +27,7 @@ from consult.catalog.tables import (
     studies,
 )
 from consult.errors import StudyNotFound
-from consult.receipt import is_stable
+from consult.studies.receipt import is_stable
 
 
 @dataclass(frozen=True)

@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from consult.delivery import KIND as DELIVER_OPINION
-from consult.delivery import handle_deliver_opinion
-from consult.previews import handle_preview
+from consult.consultations.delivery import KIND as DELIVER_OPINION
+from consult.consultations.delivery import handle_deliver_opinion
+from consult.previews.builds import handle_preview
 from consult.services import Services
 
 Handler = Callable[[Services, dict[str, Any]], None]

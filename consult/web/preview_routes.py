@@ -1,9 +1,9 @@
 """Deep-zoom routes: descriptors, tiles, frame images and thumbnails, through the app.
 
-All GET, all behind the session and :mod:`consult.access` (a study the user may not see
+All GET, all behind the session and :mod:`consult.access.check` (a study the user may not see
 is a 404, audited as denied; reads are audited once per session and instance version, not
-once per tile). Tiles are read from the frame's tile pack (:mod:`viewer.tiles`, through
-:mod:`consult.web.packs`) with one range read; nothing is handed out as a presigned URL.
+once per tile). Tiles are read from the frame's tile pack (:mod:`viewer.tilepack`, through
+:mod:`consult.web.preview_reads`) with one range read; nothing is handed out as a presigned URL.
 
 ======================================================  =====================  =========
 path                                                    what                   name
@@ -18,7 +18,7 @@ path                                                    what                   n
 ======================================================  =====================  =========
 
 Query parameters of the first five: ``window=CENTER,WIDTH`` (``function=``), ``preset=N``
-and ``format=jpeg|png`` (see :func:`consult.renders.parse_spec`). Without them the stored
+and ``format=jpeg|png`` (see :func:`consult.previews.renders.parse_spec`). Without them the stored
 pyramid is served (the dataset's window, ``CONSULT_TILE_FORMAT``); with them an on-demand
 render. Responses say ``X-Consult-Lossy: true|false`` (JPEG or PNG tiles) and carry an
 ETag made of the version's SHA-256, the frame, the window, the format and the build.
@@ -39,23 +39,24 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from consult import access, audit
-from consult.audit import Actor, Outcome
+from consult import access
+from consult.access import audit
+from consult.access.audit import Actor, Outcome
 from consult.catalog.tables import instance_versions, instances, previews, series, studies
 from consult.errors import NotFound
-from consult.previews import request_build
-from consult.renders import RenderBusy, RenderSpec
+from consult.previews.builds import request_build
+from consult.previews.renders import RenderBusy, RenderSpec
 from consult.settings import Settings
-from consult.web import packs
+from consult.web import preview_reads
 from consult.web.context import Ctx, endpoint
 from viewer.dzi import MEDIA_TYPES, geometry_for
-from viewer.tiles import PackIndex
+from viewer.tilepack import PackIndex
 
 CACHE_CONTROL = "private, max-age=60"
 SOURCE_ROOT = Path(__file__).resolve().parents[2]
 
 
-def _image(pack: packs.Pack, data: bytes | None, etag: str) -> Response:
+def _image(pack: preview_reads.Pack, data: bytes | None, etag: str) -> Response:
     headers = {
         "ETag": etag,
         "Cache-Control": CACHE_CONTROL,
@@ -73,7 +74,7 @@ def _retry_later(handler: Callable[[Ctx], Response]) -> Callable[[Ctx], Response
     def run(ctx: Ctx) -> Response:
         try:
             return handler(ctx)
-        except (packs.Rebuilding, RenderBusy) as exc:
+        except (preview_reads.Rebuilding, RenderBusy) as exc:
             return Response(
                 str(exc),
                 status_code=503,
@@ -98,21 +99,25 @@ def _extra(name: str) -> Callable[[PackIndex], tuple[int, int]]:
 
 def frame_image(ctx: Ctx) -> Response:
     """The frame at the largest level that fits 1024 px (the whole frame when smaller)."""
-    frame = packs.frame_for(ctx)
-    pack, data, etag = packs.read_part(ctx, frame, packs.spec_for(ctx, frame), _extra("overview"))
+    frame = preview_reads.frame_for(ctx)
+    pack, data, etag = preview_reads.read_part(
+        ctx, frame, preview_reads.spec_for(ctx, frame), _extra("overview")
+    )
     return _image(pack, data, etag)
 
 
 def thumbnail(ctx: Ctx) -> Response:
-    frame = packs.frame_for(ctx)
-    pack, data, etag = packs.read_part(ctx, frame, packs.spec_for(ctx, frame), _extra("thumbnail"))
+    frame = preview_reads.frame_for(ctx)
+    pack, data, etag = preview_reads.read_part(
+        ctx, frame, preview_reads.spec_for(ctx, frame), _extra("thumbnail")
+    )
     return _image(pack, data, etag)
 
 
 def tile(ctx: Ctx) -> Response:
-    frame = packs.frame_for(ctx)
-    spec = packs.spec_for(ctx, frame)
-    width, height = packs.ready(frame)
+    frame = preview_reads.frame_for(ctx)
+    spec = preview_reads.spec_for(ctx, frame)
+    width, height = preview_reads.ready(frame)
     level, col, row = (int(ctx.request.path_params[k]) for k in ("level", "col", "row"))
     if ctx.path_param("ext") != spec.fmt:
         raise NotFound(f"tiles of this pyramid are .{spec.fmt}")
@@ -121,15 +126,17 @@ def tile(ctx: Ctx) -> Response:
         geometry.tile_box(level, col, row)
     except ValueError:
         raise NotFound("no such tile") from None
-    pack, data, etag = packs.read_part(ctx, frame, spec, lambda index: index.tile(level, col, row))
+    pack, data, etag = preview_reads.read_part(
+        ctx, frame, spec, lambda index: index.tile(level, col, row)
+    )
     return _image(pack, data, etag)
 
 
 def descriptor(ctx: Ctx) -> Response:
     """The ``.dzi`` XML. Asking for it is also when a missing stored pyramid is noticed."""
-    frame = packs.frame_for(ctx)
-    spec = packs.spec_for(ctx, frame)
-    width, height = packs.ready(frame)
+    frame = preview_reads.frame_for(ctx)
+    spec = preview_reads.spec_for(ctx, frame)
+    width, height = preview_reads.ready(frame)
     geometry = geometry_for(width, height, format=spec.fmt)
     if spec.is_default and spec.fmt == frame.tile_format and frame.ref.object_key:
         if not ctx.services.store.exists(frame.ref.object_key):
@@ -142,14 +149,14 @@ def descriptor(ctx: Ctx) -> Response:
         "X-Consult-Lossy": "true" if spec.fmt == "jpeg" else "false",
         "X-Consult-Window": spec.token,
     }
-    if packs.etag_matches(ctx.request.headers.get("if-none-match"), etag):
+    if preview_reads.etag_matches(ctx.request.headers.get("if-none-match"), etag):
         return Response(status_code=304, headers=headers)
     return Response(geometry.descriptor(), media_type="application/xml", headers=headers)
 
 
 def info(ctx: Ctx) -> Response:
     """What the viewer needs about a frame: size, tiles, lossiness, windows, URLs."""
-    frame = packs.frame_for(ctx)
+    frame = preview_reads.frame_for(ctx)
     ref = frame.ref
     body: dict[str, Any] = {"id": ref.id, "frame": ref.frame, "status": ref.status}
     if ref.status != "ready" or not frame.width or not frame.height:
@@ -248,8 +255,8 @@ def series_thumbnail(ctx: Ctx) -> Response:
     ref = access.require_preview(
         catalog, user, int(chosen.id), client=ctx.client, session_key=ctx.session_key
     )
-    frame = packs.load(ctx, ref)
-    pack, data, etag = packs.read_part(
+    frame = preview_reads.load(ctx, ref)
+    pack, data, etag = preview_reads.read_part(
         ctx, frame, RenderSpec(frame.tile_format or "jpeg"), _extra("thumbnail")
     )
     return _image(pack, data, etag)

@@ -10,16 +10,17 @@ from typing import NoReturn
 
 from sqlalchemy import select
 
-from consult import access, renders
-from consult.access import PreviewRef
+from consult import access
+from consult.access.check import PreviewRef
 from consult.catalog.tables import instance_versions, previews
 from consult.errors import BadRequest, ConsultError, NotFound
-from consult.previews import request_build
-from consult.renders import Render, RenderSpec, Target, quantise
+from consult.previews import renders
+from consult.previews.builds import request_build
+from consult.previews.renders import Render, RenderSpec, Target, quantise
 from consult.web.context import Ctx
 from storage import ObjectNotFound, ObjectStore
 from storage.keys import digest
-from viewer.tiles import IndexCache, PackIndex, read_index
+from viewer.tilepack import IndexCache, PackIndex, read_index
 
 _indexes = IndexCache(1024)
 

@@ -1,6 +1,6 @@
-"""HTML pages: login, the studies list and a study (preview images: consult/web/tiles.py).
+"""HTML pages: login, the studies list and a study (preview images: consult/web/preview_routes.py).
 
-Every page that shows patient data goes through :mod:`consult.access` first; every form
+Every page that shows patient data goes through :mod:`consult.access.check` first; every form
 carries the session's CSRF token (checked by :func:`consult.web.context.endpoint`).
 """
 
@@ -13,9 +13,10 @@ import secrets
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
-from consult import access, audit, auth, consultations, studies
-from consult.audit import Actor, Outcome
-from consult.directory import Role, list_hospitals
+from consult import access, consultations, studies
+from consult.access import audit, auth
+from consult.access.audit import Actor, Outcome
+from consult.access.directory import Role, list_hospitals
 from consult.errors import BadRequest, Forbidden, NotAuthenticated
 from consult.services import Services
 from consult.web.context import Ctx, form_text, safe_next

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from consult import directory
+from consult.access import directory
 from consult.errors import ConsultError
 from consult.services import Services
 from consult.settings import Settings, load_settings
@@ -22,7 +22,11 @@ log = logging.getLogger("consult")
 
 # Modules that add their own subcommands: each has ``register(sub)``, which adds parsers
 # with ``set_defaults(handler=fn)``; ``fn(services, args) -> int`` runs with open services.
-EXTENSIONS: tuple[str, ...] = ("consult.cli_ingest", "consult.cli_render", "consult.cli_previews")
+EXTENSIONS: tuple[str, ...] = (
+    "consult.cli.archive",
+    "consult.cli.frame_png",
+    "consult.cli.imaging",
+)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -93,7 +97,7 @@ def _configure_logging(verbose: bool) -> None:
 def _run_web(services: Services, *, ready: str = "") -> None:
     import uvicorn
 
-    from consult.app import create_app
+    from consult.web.app import create_app
 
     settings = services.settings
     config = uvicorn.Config(
@@ -239,7 +243,7 @@ def _receive_in_processes(settings: Settings) -> int:
 def cmd_worker(settings: Settings, *, exit_with_parent: bool = False) -> int:
     import os
 
-    from consult.worker import Worker
+    from consult.jobs.worker import Worker
 
     services = Services.open(settings, migrate=False)
     worker = Worker(services)
@@ -262,7 +266,7 @@ def cmd_worker(settings: Settings, *, exit_with_parent: bool = False) -> int:
 
 
 def cmd_export(services: Services, args: Any) -> int:
-    from consult.export import export_study
+    from consult.studies.export import export_study
 
     written = export_study(services, args.study_uid, args.out, all_versions=args.all_versions)
     for path in written:
@@ -285,7 +289,7 @@ def _admin(services: Services, args: Any) -> int:
             where = f", receives on port {peer.port}" if peer.port else ""
             print(f"peer {peer.ae_title}@{peer.host} added to {hospital.name!r}{where}")
             if peer.port:
-                from consult import opinions
+                from consult.consultations import opinions
 
                 queued = opinions.queue_undelivered(conn, hospital.id, peer.id)
                 if queued:
@@ -333,7 +337,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print("catalog schema is up to date")
                 return 0
             if args.command == "demo":
-                from consult.demo import create_demo
+                from consult.cli.demo import create_demo
 
                 create_demo(services)
                 return 0

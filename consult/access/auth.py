@@ -18,9 +18,9 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import Connection, delete, select
 
+from consult.access.directory import Role, User, authenticate
 from consult.catalog import as_utc, utcnow
 from consult.catalog.tables import hospitals, sessions, users
-from consult.directory import Role, User, authenticate
 from consult.errors import Forbidden, NotAuthenticated
 
 log = logging.getLogger(__name__)

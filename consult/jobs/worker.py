@@ -14,10 +14,11 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from consult import doorbell, jobs
+from consult import jobs
 from consult.catalog import CatalogUnavailable
+from consult.cli.tasks import Handler, handlers
+from consult.jobs import doorbell
 from consult.services import Services
-from consult.tasks import Handler, handlers
 
 log = logging.getLogger(__name__)
 

@@ -13,7 +13,7 @@ def new_ae(calling_ae: str, timeout: float) -> Any:
     """A pynetdicom AE for requesting associations, every timeout set to ``timeout``."""
     from pynetdicom import AE
 
-    from consult import assoc_loop
+    from consult.dicom import assoc_loop
 
     assoc_loop.install()  # pynetdicom's reactor can take our response (assoc_loop.py)
     ae = AE(ae_title=calling_ae)

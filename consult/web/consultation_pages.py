@@ -2,8 +2,8 @@
 
 Each action re-checks access to the consultation (404 for outsiders, audited) and then
 runs the state change with its own audit event through :meth:`Ctx.perform`; the domain
-functions in :mod:`consult.consultations` and :mod:`consult.opinions` decide who may do
-what (403) and when (409).
+functions in :mod:`consult.consultations.lifecycle` and :mod:`consult.consultations.opinions`
+decide who may do what (403) and when (409).
 """
 
 from __future__ import annotations
@@ -13,10 +13,11 @@ from collections.abc import Callable
 from sqlalchemy import Connection
 from starlette.responses import Response
 
-from consult import access, consultations, opinions, studies
-from consult.consultations import ConsultationStatus
-from consult.directory import Role
-from consult.opinions import OpinionStatus
+from consult import access, consultations, studies
+from consult.access.directory import Role
+from consult.consultations import opinions
+from consult.consultations.lifecycle import ConsultationStatus
+from consult.consultations.opinions import OpinionStatus
 from consult.web.context import Ctx, form_text
 from consult.web.templating import render
 

@@ -24,9 +24,9 @@ from pydicom.uid import (
     generate_uid,
 )
 
-from consult import directory
+from consult.access import directory
 from consult.errors import Conflict
-from consult.ingest import Origin, ingest
+from consult.ingest.pipeline import Origin, ingest
 from consult.services import Services
 
 REFERRING = "Referring Hospital"

@@ -39,7 +39,7 @@ from pydicom.sequence import Sequence
 from pydicom.uid import UID, BasicTextSRStorage, ExplicitVRLittleEndian
 from pydicom.valuerep import PersonName
 
-from consult.dicomio import check_uid, file_meta
+from consult.dicom.part10 import check_uid, file_meta
 
 log = logging.getLogger(__name__)
 

@@ -65,8 +65,8 @@ def register(sub: Any) -> None:
 
 
 def cmd_send(settings: Settings, args: argparse.Namespace) -> int:
+    from consult.dicom.sender import collect, parse_destination, send_files, summary
     from consult.errors import ConfigurationError
-    from consult.send import collect, parse_destination, send_files, summary
 
     to = parse_destination(args.to)
     calling_ae = (args.aet or settings.ae_title).strip()
@@ -87,7 +87,7 @@ def cmd_send(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_verify(services: Services, args: argparse.Namespace) -> int:
-    from consult.verify import verify
+    from consult.studies.verify import verify
 
     bar: Progress | None = None
 
@@ -110,7 +110,7 @@ def cmd_verify(services: Services, args: argparse.Namespace) -> int:
 
 
 def cmd_receipt(services: Services, args: argparse.Namespace) -> int:
-    from consult.receipt import study_receipt, to_json, to_text
+    from consult.studies.receipt import study_receipt, to_json, to_text
 
     with services.catalog.read() as conn:
         receipt = study_receipt(

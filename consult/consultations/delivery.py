@@ -32,7 +32,7 @@ from pydicom.uid import (
 from sqlalchemy import Connection, select, update
 from sqlalchemy.exc import IntegrityError
 
-from consult import audit, directory, scu
+from consult.access import audit, directory
 from consult.catalog import as_utc, insert_id, utcnow
 from consult.catalog.tables import (
     consultations,
@@ -46,10 +46,11 @@ from consult.catalog.tables import (
     studies,
     users,
 )
-from consult.dicomio import read_header, text_of
+from consult.consultations.sr import OpinionDocument, build_sr, to_part10
+from consult.dicom import scu
+from consult.dicom.part10 import read_header, text_of
 from consult.errors import BadRequest, Conflict, ConsultError, NotFound
 from consult.services import Services
-from consult.sr import OpinionDocument, build_sr, to_part10
 from storage.keys import export_key
 
 log = logging.getLogger(__name__)

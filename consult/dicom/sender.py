@@ -26,8 +26,8 @@ from typing import Any
 
 from pydicom.dataset import Dataset
 
-from consult import scu
-from consult.dicomio import read_header, split_part10
+from consult.dicom import scu
+from consult.dicom.part10 import read_header, split_part10
 from consult.errors import ConfigurationError, InvalidDataset
 
 log = logging.getLogger(__name__)

@@ -1,0 +1,1 @@
+"""The ``consult`` command line (``main``), one module per command group."""
