@@ -12,6 +12,7 @@ from consult import jobs
 from consult.access import directory
 from consult.catalog.tables import jobs as jobs_table
 from consult.cli.demo import dataset_bytes, demo_study
+from consult.cli.tasks import job_handlers
 from consult.ingest.pipeline import Origin, ingest
 from consult.jobs import doorbell
 from consult.jobs.worker import Worker
@@ -79,7 +80,7 @@ def test_a_waiting_worker_starts_a_received_instances_job_at_once(settings: Sett
     with services.catalog.write() as conn:
         hospital = directory.add_hospital(conn, "Referring")
     origin = Origin(hospital.id, "REFPACS", "127.0.0.1", 40000)
-    worker = _CountingWorker(services, poll_seconds=30)
+    worker = _CountingWorker(services, job_handlers(), poll_seconds=30)
     thread = threading.Thread(target=worker.run, name="worker")
     thread.start()
     try:

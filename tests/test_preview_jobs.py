@@ -31,6 +31,7 @@ from consult.catalog.tables import instance_versions
 from consult.catalog.tables import jobs as jobs_table
 from consult.catalog.tables import previews as previews_table
 from consult.cli import imaging as cli_previews
+from consult.cli.tasks import job_handlers
 from consult.errors import ConfigurationError
 from consult.ingest.pipeline import Origin, StoredInstance, ingest_file
 from consult.jobs.worker import Worker
@@ -67,7 +68,7 @@ def with_settings(services: Services, **changes: Any) -> Services:
 
 
 def drain(services: Services) -> int:
-    worker = Worker(services)
+    worker = Worker(services, job_handlers())
     ran = 0
     while worker.run_once():
         ran += 1
@@ -208,7 +209,7 @@ def test_lease_is_renewed_so_two_workers_never_build_one_pyramid_at_once(
             builds.append((threading.current_thread().name, start, time.monotonic()))
 
     monkeypatch.setattr("consult.previews.builds.build", recording_build)
-    workers = [Worker(services, poll_seconds=0.05) for _ in range(2)]
+    workers = [Worker(services, job_handlers(), poll_seconds=0.05) for _ in range(2)]
     threads = [threading.Thread(target=w.run, name=f"worker-{i}") for i, w in enumerate(workers)]
     for t in threads:
         t.start()
@@ -263,7 +264,7 @@ def test_worker_killed_mid_job_leaves_a_job_another_worker_completes(
     [job] = job_rows(services)
     assert (job.status, job.attempts) == ("running", 1)  # its lease is held by the dead
 
-    survivor = Worker(services, poll_seconds=0.05)
+    survivor = Worker(services, job_handlers(), poll_seconds=0.05)
     wait_until(lambda: survivor.run_once() and True, timeout=30, interval=0.1)
     [job] = job_rows(services)
     assert (job.status, job.attempts) == ("done", 2)

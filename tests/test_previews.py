@@ -12,6 +12,7 @@ from consult.access import directory
 from consult.catalog import Catalog
 from consult.catalog.tables import instance_versions, previews
 from consult.cli.demo import dataset_bytes, demo_study
+from consult.cli.tasks import job_handlers
 from consult.ingest.pipeline import Origin, ingest, ingest_file
 from consult.jobs.worker import Worker
 from consult.services import Services
@@ -38,7 +39,7 @@ def origin(services: Services) -> Origin:
 
 
 def _drain(services: Services) -> int:
-    worker = Worker(services)
+    worker = Worker(services, job_handlers())
     n = 0
     while worker.run_once():
         n += 1

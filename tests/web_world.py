@@ -24,6 +24,7 @@ from starlette.testclient import TestClient
 from consult.access import directory
 from consult.access.directory import Hospital, Role
 from consult.catalog.tables import consultations, previews
+from consult.cli.tasks import job_handlers
 from consult.ingest.pipeline import Origin, StoredInstance, ingest_file
 from consult.jobs.worker import Worker
 from consult.services import Services
@@ -67,7 +68,7 @@ class World:
         return stored
 
     def run_jobs(self) -> int:
-        worker = Worker(self.services)
+        worker = Worker(self.services, job_handlers())
         ran = 0
         while worker.run_once():
             ran += 1

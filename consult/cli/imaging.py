@@ -139,8 +139,7 @@ def cmd_rebuild(services: Services, args: argparse.Namespace) -> int:
         return 0
     from consult.jobs.worker import Worker
 
-    worker = Worker(services)
-    worker.handlers = {KIND: handle_preview}
+    worker = Worker(services, {KIND: handle_preview})
     bar = Progress(len(job_ids), "rebuilding previews") if Progress.wanted(args.progress) else None
     finished = 0
     while finished < len(job_ids):

@@ -243,10 +243,11 @@ def _receive_in_processes(settings: Settings) -> int:
 def cmd_worker(settings: Settings, *, exit_with_parent: bool = False) -> int:
     import os
 
+    from consult.cli.tasks import job_handlers
     from consult.jobs.worker import Worker
 
     services = Services.open(settings, migrate=False)
-    worker = Worker(services)
+    worker = Worker(services, job_handlers())
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: worker.stop())
     if exit_with_parent:  # started by `serve`: never outlive it, even if it was SIGKILLed

@@ -11,24 +11,34 @@ import os
 import socket
 import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
+from typing import Any
 
 from consult import jobs
 from consult.catalog import CatalogUnavailable
-from consult.cli.tasks import Handler, handlers
 from consult.jobs import doorbell
 from consult.services import Services
 
 log = logging.getLogger(__name__)
 
+Handler = Callable[[Services, dict[str, Any]], None]
+
 
 class Worker:
-    def __init__(self, services: Services, *, poll_seconds: float = 0.25) -> None:
+    """Runs jobs of the kinds ``handlers`` names (kind -> handler), one at a time."""
+
+    def __init__(
+        self,
+        services: Services,
+        handlers: Mapping[str, Handler],
+        *,
+        poll_seconds: float = 0.25,
+    ) -> None:
         self.services = services
         self.name = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         self.poll_seconds = poll_seconds
-        self.handlers: dict[str, Handler] = handlers()
+        self.handlers = dict(handlers)
         self.stopping = threading.Event()
         self._bell: doorbell.Doorbell | None = None
 
