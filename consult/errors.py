@@ -12,10 +12,17 @@ The tree::
     ├── NotAuthenticated (401)
     ├── Forbidden (403)
     ├── BadRequest (400)
-    └── Conflict (409)
-        └── OpinionAlreadySigned
+    ├── Conflict (409)
+    │   └── OpinionAlreadySigned
+    └── Unavailable (503, Retry-After)  try again shortly: the catalog is busy or
+        │                               unreachable, a picture is being rendered or rebuilt
+        ├── CatalogUnavailable          (consult.catalog)
+        ├── RenderBusy                  (consult.previews.renders)
+        └── Rebuilding                  (consult.previews.served)
 
-Errors that reach the web carry an HTTP ``status`` and are rendered by one handler.
+Errors that reach the web carry an HTTP ``status`` (and perhaps ``headers``) and are
+rendered by one handler (consult/web/error_pages.py); object-store failures
+(:class:`storage.StorageError`) are answered there as :class:`Unavailable` too.
 """
 
 from __future__ import annotations
@@ -25,6 +32,13 @@ class ConsultError(Exception):
     """Base of every error of the application."""
 
     status = 500
+    public_message: str | None = None
+    """What users are told instead of the message, when that is for operators' logs."""
+
+    @property
+    def headers(self) -> dict[str, str]:
+        """HTTP headers the answer to this error carries."""
+        return {}
 
 
 class ConfigurationError(ConsultError):
@@ -76,3 +90,14 @@ class Conflict(ConsultError):
 
 class OpinionAlreadySigned(Conflict):
     pass
+
+
+class Unavailable(ConsultError):
+    """Not now: the client should ask again after ``retry_after`` seconds."""
+
+    status = 503
+    retry_after = 2
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": str(self.retry_after), "Cache-Control": "no-store"}

@@ -7,13 +7,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from consult import access
 from consult.access import audit
 from consult.access.directory import get_user_by_name
 from consult.catalog import Catalog
-from consult.catalog.tables import audit_events
+from consult.catalog.tables import audit_events, consultations
 from consult.errors import StudyNotFound
 from consult.services import Services
 from consult.settings import Settings
@@ -173,3 +173,35 @@ def test_preview_image_has_etag_and_private_cache(world: World) -> None:
         again = client.get(f"/previews/{preview_id}", headers={"If-None-Match": etag})
         assert again.status_code == 304
         assert again.content == b""
+
+
+def test_participation_rule_is_one_rule_in_sql_and_in_python(
+    world: World, services: Services
+) -> None:
+    """``access.taking_part`` (SQL) and ``access.takes_part`` (a loaded consultation) agree
+    for every hospital and every status the consultation can be in."""
+    [cid] = world.consultation_ids()
+    seen: dict[tuple[str, str], bool] = {}
+    for status in ["requested", "accepted", "declined", "answered", "closed"]:
+        with services.catalog.write() as conn:
+            conn.execute(
+                update(consultations).where(consultations.c.id == cid).values(status=status)
+            )
+            row = conn.execute(select(consultations).where(consultations.c.id == cid)).one()
+            for key, hospital in world.hospitals.items():
+                in_sql = conn.execute(
+                    select(consultations.c.id).where(
+                        consultations.c.id == cid, access.taking_part(hospital.id)
+                    )
+                ).first()
+                in_python = access.takes_part(
+                    hospital.id,
+                    requesting_id=row.requesting_hospital_id,
+                    target_id=row.target_hospital_id,
+                    status=status,
+                )
+                assert (in_sql is not None) is in_python, (key, status)
+                seen[key, status] = in_python
+    assert all(seen["north", s] for s in ["requested", "declined", "closed"])
+    assert seen["south", "accepted"] and not seen["south", "declined"]
+    assert not any(takes for (key, _), takes in seen.items() if key == "east")

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 import pytest
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Mount, Route
 
 from consult.services import Services
 from consult.settings import Settings
@@ -33,12 +33,18 @@ def test_openapi_lists_every_api_route(world: World, services: Services) -> None
     doc = response.json()
     assert doc["openapi"].startswith("3.1")
     app_routes: set[tuple[str, str]] = set()
-    for route in create_app(services).routes:
-        if isinstance(route, Route) and route.path.startswith("/api/"):
-            path = route.path.replace(":int}", "}")
-            for method in route.methods or set():
-                if method != "HEAD":
-                    app_routes.add((path, method.lower()))
+
+    def collect(routes: Sequence[BaseRoute], prefix: str) -> None:
+        for route in routes:
+            if isinstance(route, Mount):
+                collect(route.routes, prefix + route.path)
+            elif isinstance(route, Route) and (prefix + route.path).startswith("/api/"):
+                path = (prefix + route.path).replace(":int}", "}")
+                for method in route.methods or set():
+                    if method != "HEAD":
+                        app_routes.add((path, method.lower()))
+
+    collect(create_app(services).routes, "")
     documented = {(path, method) for path, ops in doc["paths"].items() for method in ops}
     assert app_routes == documented
     assert ("/api/studies/{study_uid}", "get") in documented

@@ -149,6 +149,16 @@ def test_expired_session_is_refused(world: World, services: Services) -> None:
         assert client.get("/api/session").status_code == 401
 
 
+def test_logging_in_purges_expired_sessions(world: World, services: Services) -> None:
+    with world.client("ref_north"), world.client("spec_south"):
+        pass
+    with services.catalog.write() as conn:
+        conn.execute(update(sessions).values(expires_at=utcnow() - timedelta(seconds=1)))
+    assert session_count(services) == 2
+    with world.client("ref_east"):
+        assert session_count(services) == 1  # the new one; the expired two are gone
+
+
 def test_api_session_round_trip(world: World, services: Services) -> None:
     with world.client() as client:
         response = client.post(

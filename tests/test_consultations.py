@@ -3,19 +3,23 @@
 from __future__ import annotations
 
 import ast
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from sqlalchemy import Connection, update
 
 from consult.access import audit
+from consult.access.directory import User, get_user_by_name
 from consult.catalog import Catalog
-from consult.consultations import lifecycle
+from consult.catalog.tables import consultations
+from consult.consultations import lifecycle, opinions
 from consult.consultations.lifecycle import ConsultationStatus, Urgency
+from consult.errors import ConsultError
 from consult.services import Services
 from consult.settings import Settings
 from storage import LocalObjectStore
-from tests.web_world import World, build_world, request_consultation
+from tests.web_world import USERS, World, build_world, request_consultation
 
 
 @pytest.fixture
@@ -247,3 +251,40 @@ def test_unstable_study_needs_confirmation(settings: Settings) -> None:
             assert confirmed.status_code == 201
     finally:
         services.close()
+
+
+@pytest.mark.parametrize("status", list(ConsultationStatus))
+def test_pages_offer_exactly_what_the_rules_allow(world: World, status: ConsultationStatus) -> None:
+    """``lifecycle.allowed`` (what the pages show) agrees with what the actions accept, for
+    every user and every state: the rules live once, in lifecycle and opinions."""
+    with world.client("ref_north") as client:
+        cid = request_consultation(client, world)
+    catalog = world.services.catalog
+    with catalog.write() as conn:
+        specialist = get_user_by_name(conn, "spec_south")
+        accepted_by = specialist.id if status not in ("requested", "declined") else None
+        conn.execute(
+            update(consultations)
+            .where(consultations.c.id == cid)
+            .values(status=status.value, accepted_by=accepted_by)
+        )
+    attempts: dict[str, Callable[[Connection, User], object]] = {
+        "answer": lambda conn, user: lifecycle.accept(conn, user, cid),
+        "post": lambda conn, user: lifecycle.post_message(conn, user, cid, "a message"),
+        "write_opinion": lambda conn, user: opinions.save_draft(conn, user, cid, "An opinion"),
+        "close": lambda conn, user: lifecycle.close(conn, user, cid),
+    }
+    for username in USERS:
+        with catalog.write() as conn:
+            user = get_user_by_name(conn, username)
+            offered = lifecycle.allowed(user, lifecycle.get(conn, cid), opinion_signed=False)
+            for name, attempt in attempts.items():
+                savepoint = conn.begin_nested()
+                try:
+                    attempt(conn, user)
+                    done = True
+                except ConsultError:
+                    done = False
+                finally:
+                    savepoint.rollback()
+                assert getattr(offered, name) is done, (username, status.value, name)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -113,7 +114,7 @@ def test_whole_flow_through_the_forms(world: World) -> None:
         assert inbox.template.name == "consultations.html"  # type: ignore[attr-defined]
         assert f'href="{page}"' in inbox.text
         view = specialist.get(page)
-        assert view.context["can_accept"] is True  # type: ignore[attr-defined]
+        assert view.context["allowed"].answer is True  # type: ignore[attr-defined]
         assert ">Accept</button>" in view.text and ">Decline</button>" in view.text
         assert "Fracture?\nPlease compare." in view.text
 
@@ -235,3 +236,28 @@ def test_pages_in_chromium(world: World, tmp_path: Path) -> None:
             assert problems == []
         finally:
             browser.close()
+
+
+def test_a_busy_catalog_is_503_with_retry_after_on_pages_and_api(settings: Settings) -> None:
+    """Every "try again shortly" goes through the one error handler, with Retry-After."""
+    services = Services.open(settings.model_copy(update={"catalog_lock_timeout": 0.3}))
+    try:
+        world = build_world(services)
+        with world.client("ref_north") as client:
+            locker = sqlite3.connect(settings.data_dir / "catalog.sqlite3", isolation_level=None)
+            locker.execute("BEGIN EXCLUSIVE")  # another process holds the write lock
+            try:
+                page = client.get("/")
+                listed = client.get("/api/studies")
+            finally:
+                locker.rollback()
+                locker.close()
+            for response in (page, listed):
+                assert response.status_code == 503
+                assert response.headers["retry-after"] == "2"
+                assert response.headers["cache-control"] == "no-store"
+            assert "try again shortly" in page.text
+            assert "try again shortly" in listed.json()["error"]
+            assert client.get("/").status_code == 200  # and back once the lock is gone
+    finally:
+        services.close()

@@ -4,16 +4,22 @@
 
 from consult.access.check import (
     StudyRef,
+    deny,
     require_consultation,
     require_preview,
     require_study,
+    takes_part,
+    taking_part,
     valid_uid,
 )
 
 __all__ = [
     "StudyRef",
+    "deny",
     "require_consultation",
     "require_preview",
     "require_study",
+    "takes_part",
+    "taking_part",
     "valid_uid",
 ]

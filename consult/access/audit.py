@@ -10,14 +10,20 @@ from __future__ import annotations
 
 import enum
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
+from typing import TypeVar
 
 from sqlalchemy import Connection, select
 from sqlalchemy.exc import IntegrityError
 
-from consult.catalog import as_utc, utcnow
+from consult.access.directory import User
+from consult.catalog import Catalog, as_utc, utcnow
 from consult.catalog.tables import audit_events
+from consult.errors import ConsultError
+
+T = TypeVar("T")
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +46,10 @@ class Actor:
     user_id: int | None
     username: str
     client: str
+
+    @classmethod
+    def of(cls, user: User, client: str) -> Actor:
+        return cls(user_id=user.id, username=user.username, client=client)
 
 
 @dataclass(frozen=True)
@@ -91,6 +101,50 @@ def record(
     except IntegrityError:
         return False
     return True
+
+
+def perform(
+    catalog: Catalog,
+    actor: Actor,
+    fn: Callable[[Connection], T],
+    *,
+    action: str,
+    object_type: str,
+    object_id: str,
+    detail: str = "",
+) -> T:
+    """Run a state change in one write transaction together with its audit event.
+
+    A refusal (an error below 500: bad request, forbidden, not found, conflict) is audited
+    as denied, with its message, and raised again.
+    """
+    try:
+        with catalog.write() as conn:
+            result = fn(conn)
+            record(
+                conn,
+                actor,
+                action=action,
+                object_type=object_type,
+                object_id=object_id,
+                outcome=Outcome.SUCCESS,
+                detail=detail,
+            )
+        return result
+    except ConsultError as exc:
+        if exc.status >= 500:
+            raise
+        with catalog.write() as conn:
+            record(
+                conn,
+                actor,
+                action=action,
+                object_type=object_type,
+                object_id=object_id,
+                outcome=Outcome.DENIED,
+                detail=str(exc),
+            )
+        raise
 
 
 def seen(conn: Connection, dedup_key: str) -> bool:

@@ -18,8 +18,10 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import Connection, delete, select
 
+from consult.access import audit
+from consult.access.audit import Actor, Outcome
 from consult.access.directory import Role, User, authenticate
-from consult.catalog import as_utc, utcnow
+from consult.catalog import Catalog, as_utc, utcnow
 from consult.catalog.tables import hospitals, sessions, users
 from consult.errors import Forbidden, NotAuthenticated
 
@@ -50,17 +52,67 @@ def new_token() -> str:
     return secrets.token_urlsafe(32)
 
 
-def login(
-    conn: Connection, username: str, password: str, *, client: str, hours: float
+def sign_in(
+    catalog: Catalog,
+    username: str,
+    password: str,
+    *,
+    client: str,
+    hours: float,
+    old_token: str | None = None,
 ) -> tuple[str, Session]:
-    """Check the password and open a session; returns (cookie token, session)."""
-    if not username or len(username) > 100 or len(password) > 1024:
-        raise NotAuthenticated("wrong user name or password")
-    user = authenticate(conn, username, password)
+    """Check the password and open a session (ending ``old_token``'s, and purging expired
+    ones); returns (cookie token, session). Audited either way; a refusal raises
+    :class:`NotAuthenticated`.
+
+    The password hash is checked in a read transaction: it takes a tenth of a second or
+    more, and must not hold the catalog's write lock (ingest waits on it) while it runs.
+    """
+    user = None
+    if username and len(username) <= 100 and len(password) <= 1024:
+        with catalog.read() as conn:
+            user = authenticate(conn, username, password)
     if user is None:
         log.info("login refused for a user name from %s", client)
+        with catalog.write() as conn:
+            audit.record(
+                conn,
+                Actor(user_id=None, username=username[:100], client=client),
+                action="session.login",
+                object_type="user",
+                object_id=username[:128],
+                outcome=Outcome.DENIED,
+                detail="wrong user name or password, or account disabled",
+            )
         raise NotAuthenticated("wrong user name or password")
-    return open_session(conn, user, client=client, hours=hours)
+    with catalog.write() as conn:
+        logout(conn, old_token)
+        purge_expired(conn)
+        token, session = open_session(conn, user, client=client, hours=hours)
+        audit.record(
+            conn,
+            Actor.of(user, client),
+            action="session.login",
+            object_type="user",
+            object_id=str(user.id),
+            outcome=Outcome.SUCCESS,
+        )
+    return token, session
+
+
+def sign_out(catalog: Catalog, token: str | None, session: Session | None, *, client: str) -> None:
+    """End the session of a cookie token; audited when it was a live session."""
+    with catalog.write() as conn:
+        logout(conn, token)
+        if session is not None:
+            audit.record(
+                conn,
+                Actor.of(session.user, client),
+                action="session.logout",
+                object_type="user",
+                object_id=str(session.user.id),
+                outcome=Outcome.SUCCESS,
+            )
 
 
 def open_session(conn: Connection, user: User, *, client: str, hours: float) -> tuple[str, Session]:
@@ -146,6 +198,7 @@ def end_user_sessions(conn: Connection, user_id: int) -> int:
 
 
 def purge_expired(conn: Connection) -> int:
+    """Delete the sessions that have expired (every login does this); returns how many."""
     return int(conn.execute(delete(sessions).where(sessions.c.expires_at <= utcnow())).rowcount)
 
 

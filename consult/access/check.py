@@ -1,7 +1,8 @@
 """Who may see which study: the one access check, and the audit event it writes.
 
 The rule: a user sees a study only if their hospital sent it (``studies.hospital_id``) or
-their hospital is the requesting or target hospital of a consultation on it. Every route
+takes part in a consultation on it (:func:`taking_part`: the requesting hospital, or the
+target hospital unless it declined). Every route
 that returns patient data (pages, previews, API) goes through :func:`require_study`;
 :func:`require_consultation` and :func:`require_preview` find the study first and then
 call it. A study the user may not see is answered as not found (404, so its existence is
@@ -39,6 +40,18 @@ def valid_uid(value: str) -> bool:
 
 
 @dataclass(frozen=True)
+class Caller:
+    """Who asks, and from which client address."""
+
+    user: User
+    client: str
+
+    @property
+    def actor(self) -> Actor:
+        return Actor.of(self.user, self.client)
+
+
+@dataclass(frozen=True)
 class StudyRef:
     """The study a check granted access to."""
 
@@ -61,19 +74,36 @@ class PreviewRef:
     study: StudyRef
 
 
+# The consultation status in which the target hospital takes no part any more
+# (ConsultationStatus.DECLINED; consultations/ sits above this package).
+_DECLINED = "declined"
+
+
+def taking_part(hospital_id: int) -> ColumnElement[bool]:
+    """SQL condition on ``consultations``: ``hospital_id`` takes part in the consultation.
+
+    The participation rule, here only: the requesting hospital always; the target hospital
+    unless it declined (then it takes no part any more). :func:`takes_part` is the same
+    rule for a consultation already loaded.
+    """
+    return or_(
+        consultations.c.requesting_hospital_id == hospital_id,
+        and_(
+            consultations.c.target_hospital_id == hospital_id,
+            consultations.c.status != _DECLINED,
+        ),
+    )
+
+
+def takes_part(hospital_id: int, *, requesting_id: int, target_id: int, status: str) -> bool:
+    """:func:`taking_part` for one consultation's hospitals and status."""
+    return hospital_id == requesting_id or (hospital_id == target_id and status != _DECLINED)
+
+
 def visible_to(hospital_id: int) -> ColumnElement[bool]:
     """SQL condition on ``studies``: the study is visible to users of ``hospital_id``."""
-    # A hospital that declined a consultation takes no part in it any more.
-    taking_part = select(consultations.c.study_pk).where(
-        or_(
-            consultations.c.requesting_hospital_id == hospital_id,
-            and_(
-                consultations.c.target_hospital_id == hospital_id,
-                consultations.c.status != "declined",
-            ),
-        )
-    )
-    return or_(studies.c.hospital_id == hospital_id, studies.c.id.in_(taking_part))
+    on_consultation = select(consultations.c.study_pk).where(taking_part(hospital_id))
+    return or_(studies.c.hospital_id == hospital_id, studies.c.id.in_(on_consultation))
 
 
 def _decide(
@@ -90,16 +120,14 @@ def _decide(
         return None, "no such study"
     ref = StudyRef(pk=row.id, study_uid=row.study_uid, hospital_id=row.hospital_id)
     if via_consultation is not None:
-        consult = conn.execute(
-            select(consultations).where(
-                consultations.c.id == via_consultation, consultations.c.study_pk == ref.pk
+        part = conn.execute(
+            select(consultations.c.id).where(
+                consultations.c.id == via_consultation,
+                consultations.c.study_pk == ref.pk,
+                taking_part(user.hospital_id),
             )
         ).first()
-        taking_part = consult is not None and (
-            user.hospital_id == consult.requesting_hospital_id
-            or (user.hospital_id == consult.target_hospital_id and consult.status != "declined")
-        )
-        if not taking_part:
+        if part is None:
             return None, "hospital takes no part in the consultation"
         return ref, ""
     allowed = conn.execute(
@@ -132,7 +160,7 @@ def require_study(
         ref, reason = _decide(conn, user, study_uid, via_consultation)
         if ref is not None and dedup_key is not None and audit.seen(conn, dedup_key):
             return ref
-    actor = Actor(user_id=user.id, username=user.username, client=client)
+    actor = Actor.of(user, client)
     with catalog.write() as conn:
         audit.record(
             conn,
@@ -149,16 +177,25 @@ def require_study(
     return ref
 
 
-def _deny(catalog: Catalog, actor: Actor, action: str, object_type: str, object_id: str) -> None:
+def deny(
+    catalog: Catalog,
+    user: User,
+    client: str,
+    action: str,
+    object_type: str,
+    object_id: str,
+    detail: str = "no such object",
+) -> None:
+    """Audit a refused read of something that does not exist (the caller answers 404)."""
     with catalog.write() as conn:
         audit.record(
             conn,
-            actor,
+            Actor.of(user, client),
             action=action,
             object_type=object_type,
             object_id=object_id,
             outcome=Outcome.DENIED,
-            detail="no such object",
+            detail=detail,
         )
 
 
@@ -173,8 +210,7 @@ def require_consultation(
             .where(consultations.c.id == consultation_id)
         ).scalar_one_or_none()
     if study_uid is None:
-        actor = Actor(user_id=user.id, username=user.username, client=client)
-        _deny(catalog, actor, action, "consultation", str(consultation_id))
+        deny(catalog, user, client, action, "consultation", str(consultation_id))
         raise ConsultationNotFound("consultation not found")
     try:
         return require_study(
@@ -213,8 +249,7 @@ def require_preview(
             .where(previews.c.id == preview_id)
         ).first()
     if row is None:
-        actor = Actor(user_id=user.id, username=user.username, client=client)
-        _deny(catalog, actor, "preview.read", "preview", str(preview_id))
+        deny(catalog, user, client, "preview.read", "preview", str(preview_id))
         raise NotFound("preview not found")
     try:
         study = require_study(

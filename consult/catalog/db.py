@@ -22,7 +22,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 
 from consult.catalog._writelock import WriterLock
-from consult.errors import ConsultError
+from consult.errors import Unavailable
 
 log = logging.getLogger(__name__)
 
@@ -33,10 +33,10 @@ MIGRATIONS = Path(__file__).parent / "migrations"
 JOBS_QUEUED = "consult.jobs_queued"
 
 
-class CatalogUnavailable(ConsultError):
+class CatalogUnavailable(Unavailable):
     """The catalog database could not be reached or refused the transaction."""
 
-    status = 503
+    public_message = "the service is busy or its database unreachable; try again shortly"
 
 
 def utcnow() -> datetime:

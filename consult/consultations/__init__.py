@@ -5,7 +5,6 @@ signed opinion as DICOM SR (``sr``) and its delivery to the referring PACS (``de
 from consult.consultations.lifecycle import (
     Urgency,
     accept,
-    can_post,
     close,
     decline,
     for_study,
@@ -13,6 +12,7 @@ from consult.consultations.lifecycle import (
     list_audited,
     mark_answered,
     post_message,
+    refuse_request,
     request,
     thread,
 )
@@ -20,7 +20,6 @@ from consult.consultations.lifecycle import (
 __all__ = [
     "Urgency",
     "accept",
-    "can_post",
     "close",
     "decline",
     "for_study",
@@ -28,6 +27,7 @@ __all__ = [
     "list_audited",
     "mark_answered",
     "post_message",
+    "refuse_request",
     "request",
     "thread",
 ]

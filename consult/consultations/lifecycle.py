@@ -20,13 +20,21 @@ from typing import Any
 from sqlalchemy import Connection, Row, Select, or_, select, update
 from sqlalchemy.orm import aliased
 
+from consult import access
 from consult.access import audit
 from consult.access.audit import Actor, Outcome
 from consult.access.directory import Role, User
 from consult.catalog import Catalog, as_utc, insert_id, utcnow
 from consult.catalog.tables import consultations, hospitals, messages, patients, studies, users
-from consult.errors import BadRequest, Conflict, ConsultationNotFound, Forbidden, NotFound
-from consult.studies.queries import display_name
+from consult.dicom.display import display_name
+from consult.errors import (
+    BadRequest,
+    Conflict,
+    ConsultationNotFound,
+    ConsultError,
+    Forbidden,
+    NotFound,
+)
 
 MAX_QUESTION = 10_000
 MAX_MESSAGE = 20_000
@@ -191,16 +199,9 @@ def list_audited(catalog: Catalog, actor: Actor, user: User) -> list[Consultatio
 
 def for_study(conn: Connection, study_pk: int, user: User) -> list[Consultation]:
     """Consultations on a study that ``user``'s hospital takes part in."""
-    h = user.hospital_id
     stmt = (
         _select()
-        .where(
-            consultations.c.study_pk == study_pk,
-            or_(
-                consultations.c.target_hospital_id == h,
-                consultations.c.requesting_hospital_id == h,
-            ),
-        )
+        .where(consultations.c.study_pk == study_pk, access.taking_part(user.hospital_id))
         .order_by(consultations.c.id)
     )
     return [_consultation(r) for r in conn.execute(stmt).all()]
@@ -221,10 +222,7 @@ def request(
     study = conn.execute(select(studies).where(studies.c.id == study_pk)).first()
     if study is None:
         raise NotFound("study not found")
-    if user.role is not Role.REFERRING:
-        raise Forbidden("only referring doctors can request a consultation")
-    if study.hospital_id != user.hospital_id:
-        raise Forbidden("only the hospital that sent the study can request a consultation")
+    _raise(refuse_request(user, study.hospital_id))
     question = question.strip()
     if not question:
         raise BadRequest("question is required")
@@ -293,14 +291,92 @@ def _transition(
         raise Conflict(f"consultation is {current.value}, not {expected.value}")
 
 
-def _require_target_specialist(user: User, c: Consultation, verb: str) -> None:
+# Who may do what, and when: each rule once, used both to refuse an action (the error
+# says why) and to offer it in the pages (:func:`allowed`).
+
+
+def refuse_request(user: User, study_hospital_id: int) -> ConsultError | None:
+    """Why ``user`` may not request a consultation on a study of that hospital, if not."""
+    if user.role is not Role.REFERRING:
+        return Forbidden("only referring doctors can request a consultation")
+    if study_hospital_id != user.hospital_id:
+        return Forbidden("only the hospital that sent the study can request a consultation")
+    return None
+
+
+def _refuse_status(c: Consultation, *expected: ConsultationStatus) -> ConsultError | None:
+    if c.status in expected:
+        return None
+    return Conflict(f"consultation is {c.status.value}, not {' or '.join(expected)}")
+
+
+def refuse_answer(user: User, c: Consultation, verb: str = "accept") -> ConsultError | None:
+    """Why ``user`` may not accept (or decline) ``c`` now, if not."""
     if user.role is not Role.SPECIALIST or user.hospital_id != c.target_hospital_id:
-        raise Forbidden(f"only a specialist of {c.target_hospital} can {verb} this consultation")
+        return Forbidden(f"only a specialist of {c.target_hospital} can {verb} this consultation")
+    return _refuse_status(c, ConsultationStatus.REQUESTED)
+
+
+def refuse_close(user: User, c: Consultation) -> ConsultError | None:
+    """Why ``user`` may not close ``c`` now, if not."""
+    if user.hospital_id != c.requesting_hospital_id or user.role is Role.SPECIALIST:
+        return Forbidden(f"only {c.requesting_hospital} can close this consultation")
+    return _refuse_status(c, ConsultationStatus.ANSWERED)
+
+
+def refuse_opinion(user: User, c: Consultation) -> ConsultError | None:
+    """Why ``user`` may not write (or sign) the opinion of ``c`` now, if not (a signed
+    opinion is refused by :mod:`consult.consultations.opinions`)."""
+    if c.accepted_by_id is None or c.accepted_by_id != user.id:
+        return Forbidden("only the specialist who accepted the consultation writes its opinion")
+    if c.status is not ConsultationStatus.ACCEPTED:
+        return Conflict(f"consultation is {c.status.value}; an opinion needs it accepted")
+    return None
+
+
+def refuse_post(user: User, c: Consultation) -> ConsultError | None:
+    """Why ``user`` may not post to the thread of ``c`` now, if not: participants post once
+    it is accepted; the requesting side may also post while it is requested."""
+    if not is_participant(user, c):
+        return Forbidden("only the two hospitals of the consultation can post")
+    if c.status in (ConsultationStatus.ACCEPTED, ConsultationStatus.ANSWERED):
+        return None
+    if c.status is ConsultationStatus.REQUESTED and user.hospital_id == c.requesting_hospital_id:
+        return None
+    return Conflict(f"cannot post to a consultation that is {c.status.value}")
+
+
+def _raise(refusal: ConsultError | None) -> None:
+    if refusal is not None:
+        raise refusal
+
+
+@dataclass(frozen=True)
+class Allowed:
+    """What ``user`` may do to a consultation now: what the pages offer."""
+
+    answer: bool
+    """Accept or decline it."""
+    post: bool
+    """Post to the thread."""
+    write_opinion: bool
+    """Write, save and sign the opinion."""
+    close: bool
+    """Close it."""
+
+
+def allowed(user: User, c: Consultation, *, opinion_signed: bool) -> Allowed:
+    return Allowed(
+        answer=refuse_answer(user, c) is None,
+        post=refuse_post(user, c) is None,
+        write_opinion=refuse_opinion(user, c) is None and not opinion_signed,
+        close=refuse_close(user, c) is None,
+    )
 
 
 def accept(conn: Connection, user: User, consultation_id: int) -> None:
     c = get(conn, consultation_id)
-    _require_target_specialist(user, c, "accept")
+    _raise(refuse_answer(user, c, "accept"))
     _transition(
         conn,
         consultation_id,
@@ -312,7 +388,7 @@ def accept(conn: Connection, user: User, consultation_id: int) -> None:
 
 def decline(conn: Connection, user: User, consultation_id: int) -> None:
     c = get(conn, consultation_id)
-    _require_target_specialist(user, c, "decline")
+    _raise(refuse_answer(user, c, "decline"))
     _transition(conn, consultation_id, ConsultationStatus.REQUESTED, ConsultationStatus.DECLINED)
 
 
@@ -325,30 +401,23 @@ def mark_answered(conn: Connection, consultation_id: int) -> None:
 def close(conn: Connection, user: User, consultation_id: int) -> None:
     """The referring hospital closes an answered consultation."""
     c = get(conn, consultation_id)
-    if user.hospital_id != c.requesting_hospital_id or user.role is Role.SPECIALIST:
-        raise Forbidden(f"only {c.requesting_hospital} can close this consultation")
+    _raise(refuse_close(user, c))
     _transition(conn, consultation_id, ConsultationStatus.ANSWERED, ConsultationStatus.CLOSED)
 
 
 def is_participant(user: User, c: Consultation) -> bool:
-    return user.hospital_id in (c.requesting_hospital_id, c.target_hospital_id)
-
-
-def can_post(user: User, c: Consultation) -> bool:
-    """Participants post once accepted; the requesting side may also post while requested."""
-    if not is_participant(user, c):
-        return False
-    if c.status in (ConsultationStatus.ACCEPTED, ConsultationStatus.ANSWERED):
-        return True
-    return c.status is ConsultationStatus.REQUESTED and user.hospital_id == c.requesting_hospital_id
+    """Whether ``user``'s hospital takes part in ``c`` (:func:`consult.access.taking_part`)."""
+    return access.takes_part(
+        user.hospital_id,
+        requesting_id=c.requesting_hospital_id,
+        target_id=c.target_hospital_id,
+        status=c.status.value,
+    )
 
 
 def post_message(conn: Connection, user: User, consultation_id: int, body: str) -> int:
     c = get(conn, consultation_id)
-    if not is_participant(user, c):
-        raise Forbidden("only the two hospitals of the consultation can post")
-    if not can_post(user, c):
-        raise Conflict(f"cannot post to a consultation that is {c.status.value}")
+    _raise(refuse_post(user, c))
     if not body.strip():
         raise BadRequest("message is empty")
     if len(body) > MAX_MESSAGE:

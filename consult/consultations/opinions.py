@@ -26,7 +26,7 @@ from consult.access.directory import User, destinations
 from consult.catalog import as_utc, insert_id, utcnow
 from consult.catalog.tables import consultations as consultations_table
 from consult.catalog.tables import deliveries, opinions, peers, users
-from consult.consultations.lifecycle import ConsultationStatus
+from consult.consultations import lifecycle
 from consult.errors import BadRequest, Conflict, Forbidden, OpinionAlreadySigned
 
 log = logging.getLogger(__name__)
@@ -122,13 +122,14 @@ def _check_body(body: str) -> None:
 def _check_author(conn: Connection, user: User, consultation_id: int) -> Opinion | None:
     """The existing opinion, after checking that ``user`` may write it now."""
     c = consultations.get(conn, consultation_id)
-    if c.accepted_by_id is None or c.accepted_by_id != user.id:
-        raise Forbidden("only the specialist who accepted the consultation writes its opinion")
+    refusal = lifecycle.refuse_opinion(user, c)
+    if isinstance(refusal, Forbidden):
+        raise refusal
     existing = get(conn, consultation_id)
     if existing is not None and existing.status is OpinionStatus.SIGNED:
         raise OpinionAlreadySigned("the opinion is signed and can no longer be changed")
-    if c.status is not ConsultationStatus.ACCEPTED:
-        raise Conflict(f"consultation is {c.status.value}; an opinion needs it accepted")
+    if refusal is not None:
+        raise refusal
     return existing
 
 

@@ -36,7 +36,7 @@ from sqlalchemy.exc import IntegrityError
 
 from consult.catalog import as_utc, utcnow
 from consult.catalog.tables import renders
-from consult.errors import ConsultError, NotFound
+from consult.errors import NotFound, Unavailable
 from consult.services import Services
 from storage import StorageError
 from storage.keys import render_key
@@ -53,11 +53,8 @@ MAX_WINDOW_VALUE = 1e9
 MAX_PRESETS = 64
 
 
-class RenderBusy(ConsultError):
+class RenderBusy(Unavailable):
     """The render is being built (or too many are): ask again after ``retry_after`` s."""
-
-    status = 503
-    retry_after = 2
 
 
 class RenderFailed(NotFound):

@@ -26,6 +26,7 @@ from consult.catalog.tables import (
     series,
     studies,
 )
+from consult.dicom.display import display_name, number_key
 from consult.errors import StudyNotFound
 from consult.studies.receipt import is_stable
 
@@ -98,22 +99,6 @@ class SeriesInfo:
 class StudyDetail:
     summary: StudySummary
     series: list[SeriesInfo]
-
-
-def display_name(person_name: str) -> str:
-    """A DICOM person name (``FAMILY^GIVEN^MIDDLE^PREFIX^SUFFIX``) for display."""
-    alphabetic = person_name.split("=", 1)[0]
-    parts = [p.strip() for p in alphabetic.split("^")]
-    family, given = [*parts, "", ""][:2]
-    rest = " ".join(p for p in parts[2:] if p)
-    if family and (given or rest):
-        return f"{family}, {' '.join(p for p in (given, rest) if p)}"
-    return family or given or rest
-
-
-def _number_key(value: str) -> tuple[int, int, str]:
-    stripped = value.strip()
-    return (0, int(stripped), "") if stripped.isdigit() else (1, 0, stripped)
 
 
 def _summaries(
@@ -253,9 +238,9 @@ def study_detail(conn: Connection, study_pk: int, *, stable_seconds: float) -> S
             )
         )
     result = []
-    for s in sorted(series_rows, key=lambda s: (_number_key(s.series_number), s.series_uid)):
+    for s in sorted(series_rows, key=lambda s: (number_key(s.series_number), s.series_uid)):
         items = sorted(
-            by_series[s.id], key=lambda i: (_number_key(i.instance_number), i.sop_instance_uid)
+            by_series[s.id], key=lambda i: (number_key(i.instance_number), i.sop_instance_uid)
         )
         result.append(
             SeriesInfo(

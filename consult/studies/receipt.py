@@ -31,6 +31,16 @@ def is_stable(last_received_at: datetime, stable_seconds: float, now: datetime) 
     return as_utc(now) >= stable_at(last_received_at, stable_seconds)
 
 
+def is_stable_study(conn: Connection, study_pk: int, stable_seconds: float) -> bool:
+    """Whether the study (its row id) is stable now (:func:`is_stable`)."""
+    last = conn.execute(
+        select(studies.c.last_received_at).where(studies.c.id == study_pk)
+    ).scalar_one_or_none()
+    if last is None:
+        raise StudyNotFound("study not found")
+    return is_stable(last, stable_seconds, utcnow())
+
+
 @dataclass(frozen=True)
 class InstanceReceipt:
     sop_instance_uid: str

@@ -8,6 +8,7 @@ document (``/api/openapi.json``) lists every route here.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -15,13 +16,14 @@ from starlette.responses import JSONResponse, Response
 
 from consult import access, consultations, studies
 from consult.access.auth import Session
+from consult.access.check import StudyRef
 from consult.access.directory import list_hospitals
-from consult.consultations import opinions
+from consult.consultations import actions, opinions
 from consult.consultations.lifecycle import Consultation
-from consult.consultations.opinions import Opinion, OpinionStatus
+from consult.consultations.opinions import Opinion
 from consult.errors import BadRequest
 from consult.web.context import Ctx
-from consult.web.study_pages import clear_session_cookie, do_login, do_logout, set_session_cookie
+from consult.web.login_pages import clear_session_cookie, set_session_cookie, sign_in, sign_out
 
 
 def _time(value: datetime | None) -> str | None:
@@ -50,7 +52,7 @@ def _session_json(session: Session) -> dict[str, Any]:
 
 
 def login(ctx: Ctx) -> Response:
-    token, session = do_login(ctx, _str(ctx, "username"), _str(ctx, "password"))
+    token, session = sign_in(ctx, _str(ctx, "username"), _str(ctx, "password"))
     response = JSONResponse(_session_json(session))
     set_session_cookie(response, token, ctx.services)
     return response
@@ -62,7 +64,7 @@ def whoami(ctx: Ctx) -> Response:
 
 
 def logout(ctx: Ctx) -> Response:
-    do_logout(ctx)
+    sign_out(ctx)
     response = Response(status_code=204)
     clear_session_cookie(response, ctx.services)
     return response
@@ -221,22 +223,8 @@ def list_consultations(ctx: Ctx) -> Response:
     return JSONResponse({"consultations": [_consultation(c) for c in found]})
 
 
-def _check(ctx: Ctx) -> int:
-    cid = ctx.int_param("consultation_id")
-    access.require_consultation(
-        ctx.services.catalog, ctx.user, cid, action="consultation.read", client=ctx.client
-    )
-    return cid
-
-
-def _full(ctx: Ctx, cid: int, *, status_code: int = 200) -> Response:
-    with ctx.services.catalog.read() as conn:
-        c = consultations.get(conn, cid)
-        thread = consultations.thread(conn, cid)
-        opinion = opinions.visible_to(ctx.user, opinions.get(conn, cid))
-        signed = opinion is not None and opinion.status is OpinionStatus.SIGNED
-        deliveries = opinions.delivery_status(conn, opinion.id) if opinion and signed else []
-    data = _consultation(c)
+def _full(view: actions.View, *, status_code: int = 200) -> Response:
+    data = _consultation(view.consultation)
     data["messages"] = [
         {
             "id": m.id,
@@ -245,85 +233,72 @@ def _full(ctx: Ctx, cid: int, *, status_code: int = 200) -> Response:
             "body": m.body,
             "created_at": _time(m.created_at),
         }
-        for m in thread
+        for m in view.thread
     ]
-    data["opinion"] = _opinion(opinion, deliveries)
+    data["opinion"] = _opinion(view.opinion, view.deliveries)
     return JSONResponse(data, status_code=status_code)
 
 
 def get_consultation(ctx: Ctx) -> Response:
-    return _full(ctx, _check(ctx))
+    return _full(actions.view(ctx.services.catalog, ctx.caller, ctx.int_param("consultation_id")))
 
 
 def create_consultation(ctx: Ctx) -> Response:
-    user = ctx.user
-    ref = access.require_study(
-        ctx.services.catalog, user, _str(ctx, "study_uid"), action="study.read", client=ctx.client
-    )
+    study_uid = _str(ctx, "study_uid")
     target = ctx.body.get("target_hospital_id")
     if not isinstance(target, int) or isinstance(target, bool):
         raise BadRequest("field 'target_hospital_id' must be an integer")
     all_sent = ctx.body.get("all_sent", False)
     if not isinstance(all_sent, bool):
         raise BadRequest("field 'all_sent' must be true or false")
-    question, urgency = (
-        _str(ctx, "question"),
-        _str(ctx, "urgency", required=False, default="routine"),
+    catalog = ctx.services.catalog
+    new_id = actions.request(
+        catalog,
+        ctx.caller,
+        study_uid,
+        target_hospital_id=target,
+        question=_str(ctx, "question"),
+        urgency=_str(ctx, "urgency", required=False, default="routine"),
+        all_sent=all_sent,
+        stable_seconds=ctx.services.settings.stable_seconds,
     )
-    stable_seconds = ctx.services.settings.stable_seconds
-    new_id = ctx.perform(
-        lambda conn: consultations.request(
-            conn,
-            user,
-            ref.pk,
-            target_hospital_id=target,
-            question=question,
-            urgency=urgency,
-            study_stable=studies.get_summary(conn, ref.pk, stable_seconds=stable_seconds).stable,
-            all_sent=all_sent,
-        ),
-        action="consultation.request",
-        object_type="study",
-        object_id=ref.study_uid,
-    )
-    return _full(ctx, new_id, status_code=201)
+    return _full(actions.view(catalog, ctx.caller, new_id), status_code=201)
 
 
-def _act(ctx: Ctx, action: str, fn: Any, *, status_code: int = 200) -> Response:
-    cid = _check(ctx)
-    ctx.perform(
-        lambda conn: fn(conn, cid), action=action, object_type="consultation", object_id=str(cid)
+def _act(ctx: Ctx, action: Callable[[int], StudyRef], *, status_code: int = 200) -> Response:
+    cid = ctx.int_param("consultation_id")
+    ref = action(cid)
+    return _full(
+        actions.view(ctx.services.catalog, ctx.caller, cid, study=ref), status_code=status_code
     )
-    return _full(ctx, cid, status_code=status_code)
 
 
 def accept(ctx: Ctx) -> Response:
-    return _act(ctx, "consultation.accept", lambda c, i: consultations.accept(c, ctx.user, i))
+    return _act(ctx, lambda cid: actions.accept(ctx.services.catalog, ctx.caller, cid))
 
 
 def decline(ctx: Ctx) -> Response:
-    return _act(ctx, "consultation.decline", lambda c, i: consultations.decline(c, ctx.user, i))
+    return _act(ctx, lambda cid: actions.decline(ctx.services.catalog, ctx.caller, cid))
 
 
 def close(ctx: Ctx) -> Response:
-    return _act(ctx, "consultation.close", lambda c, i: consultations.close(c, ctx.user, i))
+    return _act(ctx, lambda cid: actions.close(ctx.services.catalog, ctx.caller, cid))
 
 
 def post_message(ctx: Ctx) -> Response:
     body = _str(ctx, "body")
     return _act(
         ctx,
-        "message.post",
-        lambda c, i: consultations.post_message(c, ctx.user, i, body),
+        lambda cid: actions.post_message(ctx.services.catalog, ctx.caller, cid, body),
         status_code=201,
     )
 
 
 def save_opinion(ctx: Ctx) -> Response:
     body = _str(ctx, "body")
-    return _act(ctx, "opinion.save", lambda c, i: opinions.save_draft(c, ctx.user, i, body))
+    return _act(ctx, lambda cid: actions.save_opinion(ctx.services.catalog, ctx.caller, cid, body))
 
 
 def sign_opinion(ctx: Ctx) -> Response:
     body = _str(ctx, "body", required=False) if "body" in ctx.body else None
-    return _act(ctx, "opinion.sign", lambda c, i: opinions.sign(c, ctx.user, i, body))
+    return _act(ctx, lambda cid: actions.sign_opinion(ctx.services.catalog, ctx.caller, cid, body))

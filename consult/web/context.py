@@ -15,18 +15,19 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 from urllib.parse import quote, urlsplit
 
-from sqlalchemy import Connection
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
-from consult.access import audit, auth
-from consult.access.audit import Actor, Outcome
+from consult.access import auth
+from consult.access.audit import Actor
 from consult.access.auth import Session
+from consult.access.check import Caller
 from consult.access.directory import User
-from consult.errors import BadRequest, ConsultError, Forbidden, NotAuthenticated, NotFound
+from consult.errors import BadRequest, Forbidden, NotAuthenticated, NotFound
 from consult.services import Services
+from consult.web.templating import path_for
 
 T = TypeVar("T")
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
@@ -54,12 +55,14 @@ class Ctx:
 
     @property
     def actor(self) -> Actor:
-        user = self.session.user if self.session else None
-        return Actor(
-            user_id=user.id if user else None,
-            username=user.username if user else "",
-            client=self.client,
-        )
+        if self.session is None:
+            return Actor(user_id=None, username="", client=self.client)
+        return Actor.of(self.session.user, self.client)
+
+    @property
+    def caller(self) -> Caller:
+        """The logged-in user and their address, as the domain operations take them."""
+        return Caller(self.user, self.client)
 
     @property
     def session_key(self) -> str:
@@ -81,50 +84,11 @@ class Ctx:
 
     def url(self, name: str, /, **params: Any) -> str:
         """The path of a named route (relative to the app's root path)."""
-        root = str(self.request.scope.get("root_path", ""))
-        return root + str(self.request.app.url_path_for(name, **params))
+        return path_for(self.request, name, **params)
 
     def redirect(self, name: str, /, *, anchor: str = "", **params: Any) -> RedirectResponse:
         target = self.url(name, **params) + (f"#{anchor}" if anchor else "")
         return RedirectResponse(target, status_code=303)
-
-    def perform(
-        self,
-        fn: Callable[[Connection], T],
-        *,
-        action: str,
-        object_type: str,
-        object_id: str,
-        detail: str = "",
-    ) -> T:
-        """Run a state change in one transaction with its audit event; refusals audited too."""
-        try:
-            with self.services.catalog.write() as conn:
-                result = fn(conn)
-                audit.record(
-                    conn,
-                    self.actor,
-                    action=action,
-                    object_type=object_type,
-                    object_id=object_id,
-                    outcome=Outcome.SUCCESS,
-                    detail=detail,
-                )
-            return result
-        except ConsultError as exc:
-            if exc.status >= 500:
-                raise
-            with self.services.catalog.write() as conn:
-                audit.record(
-                    conn,
-                    self.actor,
-                    action=action,
-                    object_type=object_type,
-                    object_id=object_id,
-                    outcome=Outcome.DENIED,
-                    detail=str(exc),
-                )
-            raise
 
 
 def form_text(value: str) -> str:

@@ -1,8 +1,10 @@
 """One error handler for the app, and the security headers every response carries.
 
 A :class:`~consult.errors.ConsultError` (or a plain 404/405 from routing) becomes an HTML
-error page, or ``{"error": message}`` under ``/api/``, with the error's status. Anything
-else is logged and answered 500 without details.
+error page, or ``{"error": message}`` under ``/api/``, with the error's status and headers
+(``Retry-After`` for :class:`~consult.errors.Unavailable`). An object-store failure is
+answered as :class:`~consult.errors.Unavailable`. Anything else is logged and answered 500
+without details.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from consult.errors import ConsultError
+from consult.errors import ConsultError, Unavailable
 from consult.web.templating import render
 from storage import StorageError
 
@@ -49,15 +51,16 @@ def is_api(request: Request) -> bool:
 
 
 def _classify(exc: Exception) -> tuple[int, str, dict[str, str]]:
+    if isinstance(exc, StorageError):
+        log.warning("object store failure: %s", type(exc).__name__)
+        exc = Unavailable("the object store is unavailable; try again shortly")
     if isinstance(exc, ConsultError):
-        return exc.status, str(exc) or TITLES.get(exc.status, "Error"), {}
+        message = exc.public_message or str(exc) or TITLES.get(exc.status, "Error")
+        return exc.status, message, exc.headers
     if isinstance(exc, HTTPException):
         headers = dict(exc.headers or {})
         detail = exc.detail if isinstance(exc.detail, str) else TITLES.get(exc.status_code, "")
         return exc.status_code, detail, headers
-    if isinstance(exc, StorageError):
-        log.warning("object store failure: %s", type(exc).__name__)
-        return 503, "the object store is unavailable; try again shortly", {}
     log.exception("unhandled error", exc_info=exc)
     return 500, "internal server error", {}
 
@@ -65,7 +68,8 @@ def _classify(exc: Exception) -> tuple[int, str, dict[str, str]]:
 async def handle_error(request: Request, exc: Exception) -> Response:
     status, message, headers = _classify(exc)
     if status >= 500 and isinstance(exc, ConsultError):
-        log.warning("request failed with %s: %s", status, type(exc).__name__)
+        level = logging.INFO if isinstance(exc, Unavailable) else logging.WARNING
+        log.log(level, "request failed with %s: %s", status, type(exc).__name__)
     if is_api(request):
         return JSONResponse({"error": message}, status_code=status, headers=headers)
     response = render(

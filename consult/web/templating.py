@@ -19,12 +19,16 @@ from starlette.templating import Jinja2Templates
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 
 
+def path_for(request: Request, name: str, /, **params: Any) -> str:
+    """The path of a named route; paths keep pages working behind any host name. The root
+    is the app's (``app_root_path``), not that of the mount the request came through."""
+    root = str(request.scope.get("app_root_path", request.scope.get("root_path", "")))
+    return root + str(request.app.url_path_for(name, **params))
+
+
 @jinja2.pass_context
 def _url_for(context: Any, name: str, /, **params: Any) -> str:
-    """The path of a named route; paths keep pages working behind any host name."""
-    request: Request = context["request"]
-    root = str(request.scope.get("root_path", ""))
-    return root + str(request.app.url_path_for(name, **params))
+    return path_for(context["request"], name, **params)
 
 
 def utc_text(value: datetime | None) -> str:

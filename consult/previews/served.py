@@ -1,23 +1,27 @@
-"""Reading preview tile packs for the routes: the frame row behind a preview id, the pack a
-request names (stored, or an on-demand render), range reads through a cache of pack
-indexes, and a rebuild queued when a stored pack has gone missing."""
+"""Serving stored previews: the frame row behind an access-checked preview, the pack a
+request names (the stored pyramid, or an on-demand render), range reads through a cache of
+pack indexes, and a rebuild queued when a stored pack has gone missing.
+
+The web's preview routes (consult/web/preview_routes.py) check access, then call these.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import NoReturn
 
-from sqlalchemy import select
+from sqlalchemy import Connection, select
 
-from consult import access
 from consult.access.check import PreviewRef
-from consult.catalog.tables import instance_versions, previews
-from consult.errors import BadRequest, ConsultError, NotFound
+from consult.catalog import Catalog
+from consult.catalog.tables import instance_versions, instances, previews, series, studies
+from consult.dicom.display import number_key
+from consult.errors import BadRequest, NotFound, Unavailable
 from consult.previews import renders
 from consult.previews.builds import request_build
 from consult.previews.renders import Render, RenderSpec, Target, quantise
-from consult.web.context import Ctx
+from consult.services import Services
 from storage import ObjectNotFound, ObjectStore
 from storage.keys import digest
 from viewer.tilepack import IndexCache, PackIndex, read_index
@@ -25,10 +29,8 @@ from viewer.tilepack import IndexCache, PackIndex, read_index
 _indexes = IndexCache(1024)
 
 
-class Rebuilding(ConsultError):
+class Rebuilding(Unavailable):
     """The stored pyramid is missing; a rebuild is queued."""
-
-    status = 503
 
 
 @dataclass(frozen=True)
@@ -59,9 +61,9 @@ class Pack:
         return self.spec.fmt == "jpeg"
 
 
-def load(ctx: Ctx, ref: PreviewRef) -> Frame:
+def load(catalog: Catalog, ref: PreviewRef) -> Frame:
     """The preview row behind an access-checked reference."""
-    with ctx.services.catalog.read() as conn:
+    with catalog.read() as conn:
         row = conn.execute(
             select(previews, instance_versions.c.object_key.label("original_key"))
             .join(instance_versions, instance_versions.c.id == previews.c.version_pk)
@@ -83,23 +85,11 @@ def load(ctx: Ctx, ref: PreviewRef) -> Frame:
     )
 
 
-def frame_for(ctx: Ctx) -> Frame:
-    """The request's ``preview_id``, if the user may see it (404 and audited otherwise)."""
-    ref = access.require_preview(
-        ctx.services.catalog,
-        ctx.user,
-        ctx.int_param("preview_id"),
-        client=ctx.client,
-        session_key=ctx.session_key,
-    )
-    return load(ctx, ref)
-
-
-def spec_for(ctx: Ctx, frame: Frame) -> RenderSpec:
-    """The window and format the query asks for (400 if malformed)."""
-    default = frame.tile_format or ctx.services.settings.tile_format
+def spec_for(frame: Frame, query: Mapping[str, str], default_format: str) -> RenderSpec:
+    """The window and format a request's query asks for (400 if malformed)."""
+    default = frame.tile_format or default_format
     try:
-        spec = renders.parse_spec(ctx.request.query_params, default)
+        spec = renders.parse_spec(query, default)
     except ValueError as exc:
         raise BadRequest(str(exc)) from None
     center, width, function = frame.window
@@ -122,17 +112,17 @@ def ready(frame: Frame) -> tuple[int, int]:
     return frame.width, frame.height
 
 
-def pack_for(ctx: Ctx, frame: Frame, spec: RenderSpec) -> Pack:
+def pack_for(services: Services, frame: Frame, spec: RenderSpec) -> Pack:
     """The stored pack, or the on-demand render ``spec`` asks for (built if need be)."""
     ready(frame)
     if frame.tile_format is None:  # a one-image preview from before tile packs
-        rebuild(ctx, frame)
+        rebuild(services.catalog, frame)
     if spec.is_default and spec.fmt == frame.tile_format and frame.ref.object_key:
         key = frame.ref.object_key
-        size = frame.bytes if frame.bytes is not None else ctx.services.store.head(key).size
+        size = frame.bytes if frame.bytes is not None else services.store.head(key).size
         return Pack(key, size, spec, None)
     target = Target(frame.ref.version_pk, frame.ref.frame, frame.ref.sha256, frame.original_key)
-    render = renders.get_render(ctx.services, target, spec)
+    render = renders.get_render(services, target, spec)
     return Pack(render.object_key, render.bytes, spec, render)
 
 
@@ -145,16 +135,20 @@ def _index(store: ObjectStore, pack: Pack) -> PackIndex:
 
 
 def read_part(
-    ctx: Ctx, frame: Frame, spec: RenderSpec, part: Callable[[PackIndex], tuple[int, int]]
+    services: Services,
+    frame: Frame,
+    spec: RenderSpec,
+    part: Callable[[PackIndex], tuple[int, int]],
+    *,
+    if_none_match: str | None,
 ) -> tuple[Pack, bytes | None, str]:
     """The bytes of one part of the pack ``spec`` names (a tile or an extra), its pack and
-    ETag; None for the bytes when the client's copy is current (If-None-Match). A stored
+    ETag; None for the bytes when the client's copy is current (``if_none_match``). A stored
     pyramid gone missing is queued for a rebuild (:class:`Rebuilding`)."""
-    services = ctx.services
     for _attempt in range(3):
-        pack = pack_for(ctx, frame, spec)
+        pack = pack_for(services, frame, spec)
         etag = etag_of(frame, pack)
-        if etag_matches(ctx.request.headers.get("if-none-match"), etag):
+        if etag_matches(if_none_match, etag):
             return pack, None, etag
         try:
             start, length = part(_index(services.store, pack))
@@ -164,19 +158,28 @@ def read_part(
             if pack.render is not None:
                 renders.forget(services, pack.render)
                 continue
-            fresh = load(ctx, frame.ref)
+            fresh = load(services.catalog, frame.ref)
             if fresh.ref.object_key != frame.ref.object_key:  # rebuilt meanwhile
                 frame = fresh
                 continue
-            rebuild(ctx, frame)
+            rebuild(services.catalog, frame)
     raise Rebuilding("the preview is being rebuilt; try again shortly")
 
 
-def rebuild(ctx: Ctx, frame: Frame) -> NoReturn:
+def rebuild(catalog: Catalog, frame: Frame) -> NoReturn:
     """Queue a build of the frame's version (at most one at a time) and say so."""
-    with ctx.services.catalog.write() as conn:
+    with catalog.write() as conn:
         request_build(conn, frame.ref.version_pk)
     raise Rebuilding("the preview is being rebuilt; try again shortly")
+
+
+def check_stored(services: Services, frame: Frame, spec: RenderSpec) -> None:
+    """When ``spec`` names the stored pyramid and its pack is gone, queue a rebuild (the
+    descriptor is served anyway: its tiles will say 503 until the build is done)."""
+    if spec.is_default and spec.fmt == frame.tile_format and frame.ref.object_key:
+        if not services.store.exists(frame.ref.object_key):
+            with services.catalog.write() as conn:
+                request_build(conn, frame.ref.version_pk)
 
 
 def etag_of(frame: Frame, pack: Pack) -> str:
@@ -189,3 +192,40 @@ def etag_matches(header: str | None, etag: str) -> bool:
         return False
     candidates = {c.strip().removeprefix("W/") for c in header.split(",")}
     return etag in candidates or "*" in candidates
+
+
+@dataclass(frozen=True)
+class SeriesThumbnail:
+    """Where a series' thumbnail comes from: its study, and the preview of its middle
+    instance (by Instance Number) that has a thumbnail, if any has one yet."""
+
+    study_uid: str
+    preview_id: int | None
+    version_pk: int | None
+
+
+def series_thumbnail(conn: Connection, series_uid: str) -> SeriesThumbnail | None:
+    """The series' thumbnail source, or None when there is no such series."""
+    found = conn.execute(
+        select(series.c.id, studies.c.study_uid)
+        .join(studies, studies.c.id == series.c.study_pk)
+        .where(series.c.series_uid == series_uid)
+    ).first()
+    if found is None:
+        return None
+    candidates = conn.execute(
+        select(previews.c.id, previews.c.version_pk, instances.c.instance_number)
+        .join(instance_versions, instance_versions.c.id == previews.c.version_pk)
+        .join(instances, instances.c.id == instance_versions.c.instance_pk)
+        .where(
+            instances.c.series_pk == found.id,
+            instance_versions.c.version == instances.c.current_version,
+            previews.c.frame == 0,
+            previews.c.status == "ready",
+        )
+    ).all()
+    ordered = sorted(candidates, key=lambda r: (number_key(r.instance_number), r.id))
+    if not ordered:
+        return SeriesThumbnail(found.study_uid, None, None)
+    chosen = ordered[len(ordered) // 2]
+    return SeriesThumbnail(found.study_uid, int(chosen.id), int(chosen.version_pk))
