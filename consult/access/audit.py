@@ -118,32 +118,28 @@ def perform(
     A refusal (an error below 500: bad request, forbidden, not found, conflict) is audited
     as denied, with its message, and raised again.
     """
+
+    def event(conn: Connection, outcome: Outcome, detail: str) -> None:
+        record(
+            conn,
+            actor,
+            action=action,
+            object_type=object_type,
+            object_id=object_id,
+            outcome=outcome,
+            detail=detail,
+        )
+
     try:
         with catalog.write() as conn:
             result = fn(conn)
-            record(
-                conn,
-                actor,
-                action=action,
-                object_type=object_type,
-                object_id=object_id,
-                outcome=Outcome.SUCCESS,
-                detail=detail,
-            )
+            event(conn, Outcome.SUCCESS, detail)
         return result
     except ConsultError as exc:
         if exc.status >= 500:
             raise
         with catalog.write() as conn:
-            record(
-                conn,
-                actor,
-                action=action,
-                object_type=object_type,
-                object_id=object_id,
-                outcome=Outcome.DENIED,
-                detail=str(exc),
-            )
+            event(conn, Outcome.DENIED, str(exc))
         raise
 
 

@@ -11,9 +11,9 @@ input, call these and render the outcome.
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TypeVar
 
 from sqlalchemy import Connection
 
@@ -25,8 +25,6 @@ from consult.consultations import lifecycle, opinions
 from consult.consultations.lifecycle import Allowed, Consultation, Message
 from consult.consultations.opinions import Delivery, Opinion, OpinionStatus
 from consult.studies.receipt import is_stable_study
-
-T = TypeVar("T")
 
 
 def check(catalog: Catalog, caller: Caller, consultation_id: int) -> StudyRef:
@@ -112,88 +110,51 @@ def request(
     )
 
 
-def _act(
+class Operation(enum.StrEnum):
+    """What a participant does to a consultation (the value is its audit action)."""
+
+    ACCEPT = "consultation.accept"
+    """A specialist of the target hospital takes the consultation on."""
+    DECLINE = "consultation.decline"
+    """A specialist of the target hospital declines; the hospital then takes no part."""
+    CLOSE = "consultation.close"
+    """The referring hospital closes an answered consultation."""
+    POST = "message.post"
+    """Add a message (the text) to the thread."""
+    SAVE_OPINION = "opinion.save"
+    """Save the draft opinion's text."""
+    SIGN_OPINION = "opinion.sign"
+    """Sign the opinion (with the text as its final text, if given); queues its delivery."""
+
+
+TAKES_TEXT = frozenset({Operation.POST, Operation.SAVE_OPINION, Operation.SIGN_OPINION})
+
+
+def perform(
     catalog: Catalog,
     caller: Caller,
     consultation_id: int,
-    action: str,
-    change: Callable[[Connection], T],
-) -> tuple[StudyRef, T]:
-    ref = check(catalog, caller, consultation_id)
-    result = audit.perform(
+    operation: Operation,
+    text: str | None = None,
+) -> StudyRef:
+    """Do ``operation`` (with ``text``, for those that take one) to a consultation the
+    caller's hospital takes part in; returns its study (the access check's result)."""
+    user, cid = caller.user, consultation_id
+    changes: dict[Operation, Callable[[Connection], object]] = {
+        Operation.ACCEPT: lambda conn: lifecycle.accept(conn, user, cid),
+        Operation.DECLINE: lambda conn: lifecycle.decline(conn, user, cid),
+        Operation.CLOSE: lambda conn: lifecycle.close(conn, user, cid),
+        Operation.POST: lambda conn: lifecycle.post_message(conn, user, cid, text or ""),
+        Operation.SAVE_OPINION: lambda conn: opinions.save_draft(conn, user, cid, text or ""),
+        Operation.SIGN_OPINION: lambda conn: opinions.sign(conn, user, cid, text),
+    }
+    ref = check(catalog, caller, cid)
+    audit.perform(
         catalog,
         caller.actor,
-        change,
-        action=action,
+        changes[operation],
+        action=operation.value,
         object_type="consultation",
-        object_id=str(consultation_id),
+        object_id=str(cid),
     )
-    return ref, result
-
-
-def accept(catalog: Catalog, caller: Caller, consultation_id: int) -> StudyRef:
-    """A specialist of the target hospital takes the consultation on."""
-    return _act(
-        catalog,
-        caller,
-        consultation_id,
-        "consultation.accept",
-        lambda conn: lifecycle.accept(conn, caller.user, consultation_id),
-    )[0]
-
-
-def decline(catalog: Catalog, caller: Caller, consultation_id: int) -> StudyRef:
-    """A specialist of the target hospital declines; the hospital then takes no part."""
-    return _act(
-        catalog,
-        caller,
-        consultation_id,
-        "consultation.decline",
-        lambda conn: lifecycle.decline(conn, caller.user, consultation_id),
-    )[0]
-
-
-def close(catalog: Catalog, caller: Caller, consultation_id: int) -> StudyRef:
-    """The referring hospital closes an answered consultation."""
-    return _act(
-        catalog,
-        caller,
-        consultation_id,
-        "consultation.close",
-        lambda conn: lifecycle.close(conn, caller.user, consultation_id),
-    )[0]
-
-
-def post_message(catalog: Catalog, caller: Caller, consultation_id: int, body: str) -> StudyRef:
-    """Add a message to the thread."""
-    return _act(
-        catalog,
-        caller,
-        consultation_id,
-        "message.post",
-        lambda conn: lifecycle.post_message(conn, caller.user, consultation_id, body),
-    )[0]
-
-
-def save_opinion(catalog: Catalog, caller: Caller, consultation_id: int, body: str) -> StudyRef:
-    """Save the draft opinion's text."""
-    return _act(
-        catalog,
-        caller,
-        consultation_id,
-        "opinion.save",
-        lambda conn: opinions.save_draft(conn, caller.user, consultation_id, body),
-    )[0]
-
-
-def sign_opinion(
-    catalog: Catalog, caller: Caller, consultation_id: int, body: str | None
-) -> StudyRef:
-    """Sign the opinion (with ``body`` as its final text, if given); queues its delivery."""
-    return _act(
-        catalog,
-        caller,
-        consultation_id,
-        "opinion.sign",
-        lambda conn: opinions.sign(conn, caller.user, consultation_id, body),
-    )[0]
+    return ref

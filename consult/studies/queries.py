@@ -14,8 +14,8 @@ from datetime import datetime
 from sqlalchemy import Connection, func, select
 
 from consult.access import audit
-from consult.access.audit import Actor, Outcome
-from consult.access.check import visible_to
+from consult.access.audit import Outcome
+from consult.access.check import Caller, visible_to
 from consult.catalog import Catalog, as_utc, utcnow
 from consult.catalog.tables import (
     hospitals,
@@ -254,15 +254,14 @@ def study_detail(conn: Connection, study_pk: int, *, stable_seconds: float) -> S
     return StudyDetail(summary=summary, series=result)
 
 
-def list_audited(
-    catalog: Catalog, actor: Actor, hospital_id: int, *, stable_seconds: float
-) -> list[StudySummary]:
-    """The studies a hospital's user may see, with the audit event of that listing."""
+def list_audited(catalog: Catalog, caller: Caller, *, stable_seconds: float) -> list[StudySummary]:
+    """The studies the caller's hospital may see, with the audit event of that listing."""
+    hospital_id = caller.user.hospital_id
     with catalog.write() as conn:
         found = list_studies(conn, hospital_id, stable_seconds=stable_seconds)
         audit.record(
             conn,
-            actor,
+            caller.actor,
             action="studies.list",
             object_type="hospital",
             object_id=str(hospital_id),

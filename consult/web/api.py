@@ -8,7 +8,6 @@ document (``/api/openapi.json``) lists every route here.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -16,13 +15,12 @@ from starlette.responses import JSONResponse, Response
 
 from consult import access, consultations, studies
 from consult.access.auth import Session
-from consult.access.check import StudyRef
 from consult.access.directory import list_hospitals
 from consult.consultations import actions, opinions
 from consult.consultations.lifecycle import Consultation
 from consult.consultations.opinions import Opinion
 from consult.errors import BadRequest
-from consult.web.context import Ctx
+from consult.web.context import Ctx, Handler
 from consult.web.login_pages import clear_session_cookie, set_session_cookie, sign_in, sign_out
 
 
@@ -101,13 +99,8 @@ def _summary(s: studies.StudySummary) -> dict[str, Any]:
 
 
 def list_studies(ctx: Ctx) -> Response:
-    user = ctx.user
-    found = studies.list_audited(
-        ctx.services.catalog,
-        ctx.actor,
-        user.hospital_id,
-        stable_seconds=ctx.services.settings.stable_seconds,
-    )
+    stable_seconds = ctx.services.settings.stable_seconds
+    found = studies.list_audited(ctx.services.catalog, ctx.caller, stable_seconds=stable_seconds)
     return JSONResponse({"studies": [_summary(s) for s in found]})
 
 
@@ -265,40 +258,28 @@ def create_consultation(ctx: Ctx) -> Response:
     return _full(actions.view(catalog, ctx.caller, new_id), status_code=201)
 
 
-def _act(ctx: Ctx, action: Callable[[int], StudyRef], *, status_code: int = 200) -> Response:
-    cid = ctx.int_param("consultation_id")
-    ref = action(cid)
-    return _full(
-        actions.view(ctx.services.catalog, ctx.caller, cid, study=ref), status_code=status_code
-    )
+def _acting(
+    operation: actions.Operation, *, required: bool = True, status_code: int = 200
+) -> Handler:
+    """The API handler of ``operation``: its text is the body's ``"body"`` field (which may
+    be left out unless ``required``); answers the consultation as it now stands."""
+
+    def handler(ctx: Ctx) -> Response:
+        cid = ctx.int_param("consultation_id")
+        text = None
+        if operation in actions.TAKES_TEXT and (required or "body" in ctx.body):
+            text = _str(ctx, "body")
+        catalog = ctx.services.catalog
+        ref = actions.perform(catalog, ctx.caller, cid, operation, text)
+        return _full(actions.view(catalog, ctx.caller, cid, study=ref), status_code=status_code)
+
+    handler.__name__ = operation.name.lower()
+    return handler
 
 
-def accept(ctx: Ctx) -> Response:
-    return _act(ctx, lambda cid: actions.accept(ctx.services.catalog, ctx.caller, cid))
-
-
-def decline(ctx: Ctx) -> Response:
-    return _act(ctx, lambda cid: actions.decline(ctx.services.catalog, ctx.caller, cid))
-
-
-def close(ctx: Ctx) -> Response:
-    return _act(ctx, lambda cid: actions.close(ctx.services.catalog, ctx.caller, cid))
-
-
-def post_message(ctx: Ctx) -> Response:
-    body = _str(ctx, "body")
-    return _act(
-        ctx,
-        lambda cid: actions.post_message(ctx.services.catalog, ctx.caller, cid, body),
-        status_code=201,
-    )
-
-
-def save_opinion(ctx: Ctx) -> Response:
-    body = _str(ctx, "body")
-    return _act(ctx, lambda cid: actions.save_opinion(ctx.services.catalog, ctx.caller, cid, body))
-
-
-def sign_opinion(ctx: Ctx) -> Response:
-    body = _str(ctx, "body", required=False) if "body" in ctx.body else None
-    return _act(ctx, lambda cid: actions.sign_opinion(ctx.services.catalog, ctx.caller, cid, body))
+accept = _acting(actions.Operation.ACCEPT)
+decline = _acting(actions.Operation.DECLINE)
+close = _acting(actions.Operation.CLOSE)
+post_message = _acting(actions.Operation.POST, status_code=201)
+save_opinion = _acting(actions.Operation.SAVE_OPINION)
+sign_opinion = _acting(actions.Operation.SIGN_OPINION, required=False)

@@ -6,13 +6,11 @@ audit event); here the form is read and the outcome shown.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 from starlette.responses import Response
 
 from consult import consultations, studies
 from consult.consultations import actions
-from consult.web.context import Ctx, form_text
+from consult.web.context import Ctx, Handler, form_text
 from consult.web.templating import render
 
 
@@ -46,47 +44,28 @@ def consultation_page(ctx: Ctx) -> Response:
     )
 
 
-def _act(ctx: Ctx, action: Callable[[int], object], *, anchor: str = "") -> Response:
-    cid = ctx.int_param("consultation_id")
-    action(cid)
-    return ctx.redirect("consultation", consultation_id=cid, anchor=anchor)
+def _acting(
+    operation: actions.Operation, *, field: str = "", anchor: str = "", optional: bool = False
+) -> Handler:
+    """The form handler of ``operation``: its text from the form ``field`` (missing is
+    empty, or None when ``optional``), then back to the consultation page at ``anchor``."""
+
+    def handler(ctx: Ctx) -> Response:
+        cid = ctx.int_param("consultation_id")
+        raw = ctx.form.get(field) if field else None
+        text = form_text(raw) if raw is not None else (None if optional else "")
+        actions.perform(ctx.services.catalog, ctx.caller, cid, operation, text)
+        return ctx.redirect("consultation", consultation_id=cid, anchor=anchor)
+
+    handler.__name__ = operation.name.lower()
+    return handler
 
 
-def accept(ctx: Ctx) -> Response:
-    return _act(ctx, lambda cid: actions.accept(ctx.services.catalog, ctx.caller, cid))
-
-
-def decline(ctx: Ctx) -> Response:
-    return _act(ctx, lambda cid: actions.decline(ctx.services.catalog, ctx.caller, cid))
-
-
-def close(ctx: Ctx) -> Response:
-    return _act(ctx, lambda cid: actions.close(ctx.services.catalog, ctx.caller, cid))
-
-
-def post_message(ctx: Ctx) -> Response:
-    body = form_text(ctx.form.get("body", ""))
-    return _act(
-        ctx,
-        lambda cid: actions.post_message(ctx.services.catalog, ctx.caller, cid, body),
-        anchor="thread",
-    )
-
-
-def save_opinion(ctx: Ctx) -> Response:
-    body = form_text(ctx.form.get("opinion_body", ""))
-    return _act(
-        ctx,
-        lambda cid: actions.save_opinion(ctx.services.catalog, ctx.caller, cid, body),
-        anchor="opinion",
-    )
-
-
-def sign_opinion(ctx: Ctx) -> Response:
-    raw = ctx.form.get("opinion_body")
-    body = None if raw is None else form_text(raw)
-    return _act(
-        ctx,
-        lambda cid: actions.sign_opinion(ctx.services.catalog, ctx.caller, cid, body),
-        anchor="opinion",
-    )
+accept = _acting(actions.Operation.ACCEPT)
+decline = _acting(actions.Operation.DECLINE)
+close = _acting(actions.Operation.CLOSE)
+post_message = _acting(actions.Operation.POST, field="body", anchor="thread")
+save_opinion = _acting(actions.Operation.SAVE_OPINION, field="opinion_body", anchor="opinion")
+sign_opinion = _acting(
+    actions.Operation.SIGN_OPINION, field="opinion_body", anchor="opinion", optional=True
+)

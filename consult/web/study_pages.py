@@ -19,13 +19,8 @@ from consult.web.templating import render
 
 def home(ctx: Ctx) -> Response:
     """The studies the user's hospital sent or takes part in a consultation on."""
-    user = ctx.user
-    found = studies.list_audited(
-        ctx.services.catalog,
-        ctx.actor,
-        user.hospital_id,
-        stable_seconds=ctx.services.settings.stable_seconds,
-    )
+    stable_seconds = ctx.services.settings.stable_seconds
+    found = studies.list_audited(ctx.services.catalog, ctx.caller, stable_seconds=stable_seconds)
     return render(ctx.request, "studies.html", {"session": ctx.session, "studies": found})
 
 
