@@ -13,7 +13,7 @@ from typing import Any
 
 from starlette.responses import JSONResponse, Response
 
-from consult import access, consultations, studies
+from consult import consultations, studies
 from consult.access.auth import Session
 from consult.access.directory import list_hospitals
 from consult.consultations import actions, opinions
@@ -151,13 +151,7 @@ def _series(ctx: Ctx, detail: studies.StudyDetail) -> list[dict[str, Any]]:
 
 
 def get_study(ctx: Ctx) -> Response:
-    ref = access.require_study(
-        ctx.services.catalog,
-        ctx.user,
-        ctx.path_param("study_uid"),
-        action="study.read",
-        client=ctx.client,
-    )
+    ref = ctx.study()
     with ctx.services.catalog.read() as conn:
         detail = studies.study_detail(
             conn, ref.pk, stable_seconds=ctx.services.settings.stable_seconds

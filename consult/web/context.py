@@ -20,10 +20,11 @@ from starlette.datastructures import UploadFile
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
+from consult import access
 from consult.access import auth
 from consult.access.audit import Actor
 from consult.access.auth import Session
-from consult.access.check import Caller
+from consult.access.check import Caller, StudyRef
 from consult.access.directory import User
 from consult.errors import BadRequest, Forbidden, NotAuthenticated, NotFound
 from consult.services import Services
@@ -70,6 +71,16 @@ class Ctx:
         if self.session is None:
             return "anonymous"
         return hashlib.sha256(b"audit:" + self.session.token_hash.encode()).hexdigest()[:32]
+
+    def study(self) -> StudyRef:
+        """The study the path's ``study_uid`` names, if the user may see it (else 404, audited)."""
+        return access.require_study(
+            self.services.catalog,
+            self.user,
+            self.path_param("study_uid"),
+            action="study.read",
+            client=self.client,
+        )
 
     def path_param(self, name: str) -> str:
         return str(self.request.path_params[name])

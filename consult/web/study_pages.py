@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from starlette.responses import Response
 
-from consult import access, consultations, studies
+from consult import consultations, studies
 from consult.access.directory import list_hospitals
 from consult.consultations import actions
 from consult.errors import BadRequest
@@ -26,13 +26,7 @@ def home(ctx: Ctx) -> Response:
 
 def study_page(ctx: Ctx) -> Response:
     user = ctx.user
-    ref = access.require_study(
-        ctx.services.catalog,
-        user,
-        ctx.path_param("study_uid"),
-        action="study.read",
-        client=ctx.client,
-    )
+    ref = ctx.study()
     with ctx.services.catalog.read() as conn:
         detail = studies.study_detail(
             conn, ref.pk, stable_seconds=ctx.services.settings.stable_seconds
