@@ -83,7 +83,7 @@ class Settings(BaseSettings):
         False, description="Mark session cookies Secure (set when served over HTTPS)."
     )
     workers: int = Field(1, ge=0, description="Preview/delivery worker processes `serve` starts.")
-    # Previews: deep-zoom tiles, on-demand renders, job leases (issue 4).
+    # Previews: deep-zoom tiles, on-demand renders, job leases.
     tile_format: Literal["jpeg", "png"] = Field(
         "jpeg", description="Format of the stored preview tiles: jpeg (lossy) or png (lossless)."
     )

@@ -195,7 +195,7 @@ _UNDEFINED = 0xFFFFFFFF
 
 def check_complete(data: bytes, transfer_syntax_uid: str) -> None:
     """Refuse (0xC210) a dataset whose encoding ends early: an element longer than the bytes
-    left, or a sequence never closed. pydicom reads such data silently (PITFALLS).
+    left, or a sequence never closed. pydicom reads such data silently.
 
     Only element headers are read, never values, with an explicit stack instead of
     recursion, so deep nesting costs nothing more than its bytes.

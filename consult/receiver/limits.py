@@ -2,7 +2,7 @@
 
 pynetdicom starts an association thread for every accepted TCP connection and counts it
 against ``maximum_associations`` until an A-ASSOCIATE-RQ arrives or ``acse_timeout`` fires;
-with its defaults, eleven idle sockets block every sender for 30 s (PITFALLS.md). Here each
+with its defaults, eleven idle sockets block every sender for 30 s (measured). Here each
 peer address may hold at most ``per_peer`` connections. When a peer is at its limit, a new
 connection evicts that peer's oldest connection that has not even sent an association
 request yet (a real sender retrying behind its own stale sockets gets through); if all of
