@@ -12,6 +12,7 @@ from typing import Literal
 from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from consult.dicom import identifiers
 from consult.errors import ConfigurationError
 
 
@@ -104,14 +105,7 @@ class Settings(BaseSettings):
     @field_validator("ae_title")
     @classmethod
     def _check_ae(cls, value: str) -> str:
-        if (
-            not value.strip()
-            or len(value) > 16
-            or not all(32 <= ord(c) < 127 for c in value)
-            or "\\" in value
-        ):
-            raise ValueError(f"AE title must be 1-16 printable ASCII characters, got {value!r}")
-        return value.strip()
+        return identifiers.ae_title(value)  # its ValueError names the variable (load_settings)
 
     @property
     def catalog_url(self) -> str:

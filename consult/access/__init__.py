@@ -10,7 +10,6 @@ from consult.access.check import (
     require_study,
     takes_part,
     taking_part,
-    valid_uid,
 )
 
 __all__ = [
@@ -21,5 +20,4 @@ __all__ = [
     "require_study",
     "takes_part",
     "taking_part",
-    "valid_uid",
 ]

@@ -12,7 +12,6 @@ version) through the audit ``dedup_key``, not once per image.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 
 from sqlalchemy import ColumnElement, Connection, and_, or_, select
@@ -29,14 +28,8 @@ from consult.catalog.tables import (
     series,
     studies,
 )
+from consult.dicom.identifiers import is_uid
 from consult.errors import ConsultationNotFound, NotFound, StudyNotFound
-
-_UID = re.compile(r"^[0-9]+(\.[0-9]+)*$")
-
-
-def valid_uid(value: str) -> bool:
-    """A DICOM UID: digits and dots, at most 64 characters."""
-    return 0 < len(value) <= 64 and _UID.match(value) is not None
 
 
 @dataclass(frozen=True)
@@ -109,7 +102,7 @@ def visible_to(hospital_id: int) -> ColumnElement[bool]:
 def _decide(
     conn: Connection, user: User, study_uid: str, via_consultation: int | None
 ) -> tuple[StudyRef | None, str]:
-    if not valid_uid(study_uid):
+    if not is_uid(study_uid):
         return None, "malformed study UID"
     row = conn.execute(
         select(studies.c.id, studies.c.study_uid, studies.c.hospital_id).where(

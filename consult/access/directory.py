@@ -17,6 +17,7 @@ from sqlalchemy.exc import IntegrityError
 
 from consult.catalog import insert_id, utcnow
 from consult.catalog.tables import hospitals, peers, users
+from consult.dicom import identifiers
 from consult.errors import BadRequest, Conflict, NotFound, UserNotFound
 
 _hasher = PasswordHasher()
@@ -60,19 +61,6 @@ class User:
     disabled: bool
 
 
-def check_ae_title(value: str) -> str:
-    """A DICOM AE title: 1-16 printable ASCII characters, no backslash, not only spaces."""
-    stripped = value.strip()
-    if (
-        not stripped
-        or len(value) > 16
-        or not all(32 <= ord(c) < 127 for c in value)
-        or "\\" in value
-    ):
-        raise BadRequest(f"AE title must be 1-16 printable ASCII characters, got {value!r}")
-    return stripped
-
-
 def add_hospital(conn: Connection, name: str) -> Hospital:
     name = name.strip()
     if not name or len(name) > 200:
@@ -110,7 +98,7 @@ def list_hospitals(conn: Connection) -> list[Hospital]:
 def add_peer(
     conn: Connection, hospital: Hospital, ae_title: str, host: str, port: int | None = None
 ) -> Peer:
-    ae_title = check_ae_title(ae_title)
+    ae_title = identifiers.ae_title(ae_title, "peer AE title", error=BadRequest)
     host = host.strip()
     if not host or len(host) > 255 or not all(c.isalnum() or c in ".-:_" for c in host):
         raise BadRequest(f"peer host must be a host name or address, got {host!r}")

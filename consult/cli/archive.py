@@ -65,13 +65,14 @@ def register(sub: Any) -> None:
 
 
 def cmd_send(settings: Settings, args: argparse.Namespace) -> int:
+    from consult.dicom import identifiers
     from consult.dicom.sender import collect, parse_destination, send_files, summary
     from consult.errors import ConfigurationError
 
     to = parse_destination(args.to)
-    calling_ae = (args.aet or settings.ae_title).strip()
-    if not calling_ae or len(calling_ae) > 16:
-        raise ConfigurationError(f"--aet must be 1-16 characters, got {args.aet!r}")
+    calling_ae = identifiers.ae_title(
+        args.aet or settings.ae_title, "--aet", error=ConfigurationError
+    )
     paths = list(collect(args.paths, recursive=args.recursive))
     bar = Progress(len(paths), "sending") if Progress.wanted(args.progress) else None
     outcomes = send_files(

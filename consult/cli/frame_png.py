@@ -18,6 +18,7 @@ from typing import Any
 from sqlalchemy import select
 
 from consult.catalog.tables import instance_versions, instances
+from consult.dicom import identifiers
 from consult.errors import ConfigurationError, ConsultError, NotFound
 from consult.services import Services
 from viewer import NoImage, RenderError, Window, encode_png, open_frames
@@ -38,11 +39,16 @@ def window_argument(value: str) -> Window:
         raise argparse.ArgumentTypeError(f"{value!r}: {exc}") from None
 
 
+def uid_argument(value: str) -> str:
+    """A UID by the one rule (:mod:`consult.dicom.identifiers`); argparse reports a bad one."""
+    return identifiers.uid(value, repr(value[:80]), error=argparse.ArgumentTypeError)
+
+
 def register(sub: Any) -> None:
     p = sub.add_parser(
         "render", help="write one frame of a stored instance as a full-resolution lossless PNG"
     )
-    p.add_argument("sop_instance_uid")
+    p.add_argument("sop_instance_uid", type=uid_argument)
     p.add_argument("--frame", type=int, default=0, help="frame number, from 0 (default 0)")
     p.add_argument(
         "--window",

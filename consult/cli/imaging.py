@@ -9,11 +9,11 @@ from typing import Any
 
 from sqlalchemy import Connection, func, select
 
-from consult.access.check import valid_uid
 from consult.catalog.tables import instance_versions, instances, previews, series, studies
 from consult.catalog.tables import jobs as jobs_table
 from consult.catalog.tables import renders as renders_table
 from consult.cli.archive import Progress
+from consult.dicom.identifiers import is_uid
 from consult.errors import ConfigurationError
 from consult.previews import renders
 from consult.previews.builds import KIND, active_build, handle_preview, request_build
@@ -46,7 +46,7 @@ def _versions(conn: Connection, study_uid: str | None) -> list[int]:
         .order_by(instance_versions.c.id)
     )
     if study_uid is not None:
-        if not valid_uid(study_uid):
+        if not is_uid(study_uid):
             raise ConfigurationError(f"--study is not a UID: {study_uid!r}")
         study_pk = conn.execute(
             select(studies.c.id).where(studies.c.study_uid == study_uid)

@@ -39,7 +39,9 @@ from pydicom.sequence import Sequence
 from pydicom.uid import UID, BasicTextSRStorage, ExplicitVRLittleEndian
 from pydicom.valuerep import PersonName
 
-from consult.dicom.part10 import check_uid, file_meta
+from consult.dicom import identifiers
+from consult.dicom.part10 import file_meta
+from consult.errors import InvalidDataset
 
 log = logging.getLogger(__name__)
 
@@ -252,9 +254,15 @@ def build_sr(
     header: Dataset, opinion: OpinionDocument, *, created_at: datetime | None = None
 ) -> Dataset:
     """The Basic Text SR of ``opinion`` in the study of ``header`` (an untrusted dataset)."""
-    study_uid = check_uid(header.get("StudyInstanceUID"), "Study Instance UID")
-    series_uid = check_uid(opinion.sr_series_uid, "SR Series Instance UID")
-    sop_uid = check_uid(opinion.sr_sop_instance_uid, "SR SOP Instance UID")
+    study_uid = identifiers.uid(
+        header.get("StudyInstanceUID"), "Study Instance UID", error=InvalidDataset
+    )
+    series_uid = identifiers.uid(
+        opinion.sr_series_uid, "SR Series Instance UID", error=InvalidDataset
+    )
+    sop_uid = identifiers.uid(
+        opinion.sr_sop_instance_uid, "SR SOP Instance UID", error=InvalidDataset
+    )
     signed = _utc(opinion.signed_at)
     created = _utc(created_at or datetime.now(UTC))
     signer = person_name(opinion.signer_name)

@@ -7,7 +7,6 @@ make those take minutes. Only the header up to group 0028 is parsed.
 from __future__ import annotations
 
 import io
-import re
 import struct
 import zlib
 from typing import Any
@@ -34,20 +33,6 @@ pydicom_config.settings.reading_validation_mode = pydicom_config.IGNORE
 
 IMPLEMENTATION_CLASS_UID = PYDICOM_IMPLEMENTATION_UID + ".7263"
 IMPLEMENTATION_VERSION_NAME = "CONSULT_010"
-
-# Accept what real equipment sends (leading zeros, hex digits) but nothing that could act
-# as a path or break a log line: printable ASCII without separators, spaces or "..".
-_UID_OK = re.compile(r"^[0-9A-Za-z._\-+]{1,64}$")
-
-
-def check_uid(value: object, name: str) -> str:
-    """A UID from outside, stripped of padding; refused (0xC003-class) when hostile."""
-    text = str(value if value is not None else "").rstrip("\x00 ")
-    if not text:
-        raise InvalidDataset(f"{name} is missing", dicom_status=0xC002)
-    if not _UID_OK.match(text) or ".." in text:
-        raise InvalidDataset(f"{name} has characters a UID cannot have", dicom_status=0xC003)
-    return text
 
 
 def _stop_after_group_28(tag: BaseTag, _vr: str | None, _length: int) -> bool:

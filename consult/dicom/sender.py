@@ -26,7 +26,7 @@ from typing import Any
 
 from pydicom.dataset import Dataset
 
-from consult.dicom import scu
+from consult.dicom import identifiers, scu
 from consult.dicom.part10 import read_header, split_part10
 from consult.errors import ConfigurationError, InvalidDataset
 
@@ -96,12 +96,11 @@ def parse_destination(text: str) -> Destination:
     host = host.strip("[]")
     if not at or not colon or not ae.strip() or not host or not port.isdigit():
         raise ConfigurationError(f"--to must be AE@host:port, got {text!r}")
-    if len(ae.strip()) > 16 or not all(32 <= ord(c) < 127 and c != "\\" for c in ae):
-        raise ConfigurationError(f"--to: AE title must be 1-16 printable ASCII, got {ae!r}")
+    ae_title = identifiers.ae_title(ae, "--to: AE title", error=ConfigurationError)
     number = int(port)
     if not 0 < number < 65536:
         raise ConfigurationError(f"--to: port must be 1-65535, got {port}")
-    return Destination(ae.strip(), host, number)
+    return Destination(ae_title, host, number)
 
 
 def collect(paths: Iterable[Path], *, recursive: bool) -> Iterator[Path]:
@@ -167,14 +166,18 @@ def _inspect(path: Path, blob: bytes) -> SendItem:
         raise Unsendable(str(exc)) from None
     except Exception as exc:  # a hostile file must be reported, not crash the run
         raise Unsendable(f"cannot parse: {type(exc).__name__}") from None
-    sop_class = _clean(ds.get("SOPClassUID")) or _clean(meta.get("MediaStorageSOPClassUID"))
-    sop_instance = _clean(ds.get("SOPInstanceUID")) or _clean(
-        meta.get("MediaStorageSOPInstanceUID")
+    # UIDs by the rule consult's own ingest applies (consult.dicom.identifiers): a file
+    # whose UIDs break it (a path, a control character, ...) is reported, not sent.
+    sop_class = identifiers.uid(
+        _clean(ds.get("SOPClassUID")) or meta.get("MediaStorageSOPClassUID"),
+        "SOP Class UID",
+        error=Unsendable,
     )
-    if not sop_class:
-        raise Unsendable("no SOP Class UID")
-    if not sop_instance:
-        raise Unsendable("no SOP Instance UID")
+    sop_instance = identifiers.uid(
+        _clean(ds.get("SOPInstanceUID")) or meta.get("MediaStorageSOPInstanceUID"),
+        "SOP Instance UID",
+        error=Unsendable,
+    )
     return SendItem(path, sop_class, sop_instance, ts, offset)
 
 

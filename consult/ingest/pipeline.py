@@ -32,9 +32,9 @@ from pathlib import Path
 from sqlalchemy.exc import IntegrityError
 
 from consult.catalog import CatalogUnavailable
+from consult.dicom import identifiers
 from consult.dicom.part10 import (
     check_complete,
-    check_uid,
     read_header,
     received_prefix,
     split_part10,
@@ -56,6 +56,15 @@ from storage.local import StagedObject
 __all__ = ["Origin", "StoredInstance", "ingest", "ingest_file"]
 
 log = logging.getLogger(__name__)
+
+
+def check_uid(value: object, name: str) -> str:
+    """A UID of a received dataset by the one rule (:mod:`consult.dicom.identifiers`);
+    refused with 0xC002 when missing, 0xC003 when it is not a UID we can serve."""
+    try:
+        return identifiers.uid(value, name)
+    except identifiers.IdentifierError as exc:
+        raise InvalidDataset(str(exc), dicom_status=0xC002 if exc.missing else 0xC003) from None
 
 
 def _validate(data: bytes, transfer_syntax_uid: str, max_bytes: int) -> Header:

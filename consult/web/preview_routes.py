@@ -37,6 +37,7 @@ from typing import Any
 from starlette.responses import Response
 
 from consult import access
+from consult.dicom.identifiers import is_uid
 from consult.errors import NotFound
 from consult.previews import served
 from consult.previews.renders import RenderSpec
@@ -180,7 +181,7 @@ def series_thumbnail(ctx: Ctx) -> Response:
     series_uid = ctx.path_param("series_uid")
     catalog, user = ctx.services.catalog, ctx.user
     source = None
-    if access.valid_uid(series_uid):
+    if is_uid(series_uid):
         with catalog.read() as conn:
             source = served.series_thumbnail(conn, series_uid)
     if source is None:
