@@ -81,13 +81,13 @@ def record(
     values = {
         "at": utcnow(),
         "user_id": actor.user_id,
-        "username": actor.username[:100],
+        "username": _text(actor.username, 100),
         "action": action[:60],
         "object_type": object_type[:40],
-        "object_id": object_id[:128],
+        "object_id": _text(object_id, 128),
         "outcome": outcome.value,
         "client": actor.client[:100],
-        "detail": detail[:2000],
+        "detail": _text(detail, 2000),
         "dedup_key": dedup_key,
     }
     if dedup_key is None:
@@ -141,6 +141,12 @@ def perform(
         with catalog.write() as conn:
             event(conn, Outcome.DENIED, str(exc))
         raise
+
+
+def _text(value: str, limit: int) -> str:
+    """A string from a request, fit for a text column: NUL written out (PostgreSQL refuses
+    it; a refused UID or user name may hold one), then cut to the column's length."""
+    return value.replace("\x00", "\\x00")[:limit]
 
 
 def seen(conn: Connection, dedup_key: str) -> bool:
