@@ -2,6 +2,8 @@
 
 Times are UTC (timezone-aware). DICOM dates and times are kept as the sender wrote them.
 Patients are identified per issuer: (sending hospital, Patient ID, Issuer of Patient ID).
+Status columns hold the values of the enum named beside them, defined in the module that
+moves the state (this layer is below those, so the columns are plain strings).
 """
 
 from __future__ import annotations
@@ -63,7 +65,7 @@ users = Table(
     Column("username", String(100), nullable=False, unique=True),
     Column("display_name", String(200), nullable=False),
     Column("hospital_id", ForeignKey("hospitals.id"), nullable=False, index=True),
-    Column("role", String(20), nullable=False),
+    Column("role", String(20), nullable=False),  # access.directory.Role
     Column("password_hash", String(255), nullable=False),
     Column("disabled", Boolean, nullable=False, default=False),
     Column("created_at", UTC, nullable=False),
@@ -166,7 +168,7 @@ previews = Table(
     Column("id", Integer, primary_key=True),
     Column("version_pk", ForeignKey("instance_versions.id"), nullable=False),
     Column("frame", Integer, nullable=False),
-    Column("status", String(16), nullable=False),  # ready | no_image | failed
+    Column("status", String(16), nullable=False),  # previews.builds.PreviewStatus
     Column("object_key", String(512), nullable=True),
     Column("media_type", String(32), nullable=True),
     Column("width", Integer, nullable=True),
@@ -190,7 +192,8 @@ previews = Table(
 )
 
 # On-demand renders (other windows, lossless tiles): a cache bounded by count and bytes,
-# evicted least recently used first. A row in status "building" is the build lock.
+# evicted least recently used first. A row being built (RenderStatus.BUILDING) is the
+# build lock.
 renders = Table(
     "renders",
     metadata,
@@ -199,7 +202,7 @@ renders = Table(
     Column("frame", Integer, nullable=False),
     Column("window", String(100), nullable=False),  # quantised window, e.g. LINEAR:40:400
     Column("tile_format", String(8), nullable=False),
-    Column("status", String(16), nullable=False),  # building | ready | failed
+    Column("status", String(16), nullable=False),  # previews.renders.RenderStatus
     Column("object_key", String(512), nullable=True),
     Column("bytes", BigInteger, nullable=False, default=0),
     Column("reason", Text, nullable=True),
@@ -216,7 +219,7 @@ jobs = Table(
     Column("id", Integer, primary_key=True),
     Column("kind", String(40), nullable=False),
     Column("payload", Text, nullable=False),  # JSON
-    Column("status", String(16), nullable=False),  # queued | running | done | failed
+    Column("status", String(16), nullable=False),  # jobs.queue.JobStatus
     Column("attempts", Integer, nullable=False, default=0),
     Column("max_attempts", Integer, nullable=False, default=5),
     Column("run_after", UTC, nullable=False),
@@ -238,8 +241,8 @@ consultations = Table(
     Column("requested_by", ForeignKey("users.id"), nullable=False),
     Column("target_hospital_id", ForeignKey("hospitals.id"), nullable=False, index=True),
     Column("question", Text, nullable=False),
-    Column("urgency", String(16), nullable=False),
-    Column("status", String(16), nullable=False),
+    Column("urgency", String(16), nullable=False),  # consultations.lifecycle.Urgency
+    Column("status", String(16), nullable=False),  # consultations.lifecycle.ConsultationStatus
     Column("accepted_by", ForeignKey("users.id"), nullable=True),
     Column("created_at", UTC, nullable=False),
     Column("updated_at", UTC, nullable=False),
@@ -262,7 +265,7 @@ opinions = Table(
     Column("consultation_pk", ForeignKey("consultations.id"), nullable=False, unique=True),
     Column("author_id", ForeignKey("users.id"), nullable=False),
     Column("body", Text, nullable=False),
-    Column("status", String(16), nullable=False),  # draft | signed
+    Column("status", String(16), nullable=False),  # consultations.opinions.OpinionStatus
     Column("signed_by", ForeignKey("users.id"), nullable=True),
     Column("signed_at", UTC, nullable=True),
     Column("sha256", String(64), nullable=True),
@@ -279,7 +282,7 @@ deliveries = Table(
     Column("id", Integer, primary_key=True),
     Column("opinion_pk", ForeignKey("opinions.id"), nullable=False, index=True),
     Column("peer_pk", ForeignKey("peers.id"), nullable=False),
-    Column("status", String(16), nullable=False),  # pending | sent | failed
+    Column("status", String(16), nullable=False),  # consultations.opinions.DeliveryStatus
     Column("dicom_status", Integer, nullable=True),
     Column("detail", Text, nullable=True),
     Column("updated_at", UTC, nullable=False),
@@ -296,7 +299,7 @@ audit_events = Table(
     Column("action", String(60), nullable=False),
     Column("object_type", String(40), nullable=False),
     Column("object_id", String(128), nullable=False),
-    Column("outcome", String(16), nullable=False),  # success | denied | failure
+    Column("outcome", String(16), nullable=False),  # access.audit.Outcome
     Column("client", String(100), nullable=False),
     Column("detail", Text, nullable=False, default=""),
     # Set for events recorded once per (session, object), e.g. preview reads.

@@ -15,8 +15,15 @@ from consult.catalog.tables import renders as renders_table
 from consult.cli.archive import Progress
 from consult.dicom.identifiers import is_uid
 from consult.errors import ConfigurationError
+from consult.jobs.queue import FINISHED, JobStatus
 from consult.previews import renders
-from consult.previews.builds import KIND, active_build, handle_preview, request_build
+from consult.previews.builds import (
+    KIND,
+    PreviewStatus,
+    active_build,
+    handle_preview,
+    request_build,
+)
 from consult.services import Services
 
 
@@ -80,10 +87,10 @@ def cmd_status(services: Services, args: argparse.Namespace) -> int:
             ):
                 frames[row.status] = frames.get(row.status, 0) + 1
                 built.add(row.version_pk)
-                if row.status == "failed":
+                if row.status == PreviewStatus.FAILED:
                     failures.append(row)
-        queue: dict[str, int] = {
-            str(status): int(n)
+        queue: dict[JobStatus, int] = {
+            JobStatus(status): int(n)
             for status, n in conn.execute(
                 select(jobs_table.c.status, func.count())
                 .where(jobs_table.c.kind == KIND)
@@ -96,16 +103,9 @@ def cmd_status(services: Services, args: argparse.Namespace) -> int:
     settings = services.settings
     print(f"instances: {len(versions)} ({len(versions) - len(built)} without previews yet)")
     print(
-        "frames: "
-        + ", ".join(
-            f"{name} {frames.get(key, 0)}"
-            for key, name in (("ready", "ready"), ("no_image", "no image"), ("failed", "failed"))
-        )
+        "frames: " + ", ".join(f"{s.replace('_', ' ')} {frames.get(s, 0)}" for s in PreviewStatus)
     )
-    print(
-        "preview jobs (all studies): "
-        + ", ".join(f"{s} {queue.get(s, 0)}" for s in ("queued", "running", "done", "failed"))
-    )
+    print("preview jobs (all studies): " + ", ".join(f"{s} {queue.get(s, 0)}" for s in JobStatus))
     print(
         f"on-demand renders: {cache_items} of at most {settings.render_cache_items}, "
         f"{int(cache_bytes) / 1048576:.1f} of at most {settings.render_cache_mb} MB"
@@ -161,7 +161,8 @@ def _finished(services: Services, job_ids: list[int]) -> int:
         for chunk in _chunks(job_ids):
             total += conn.execute(
                 select(func.count()).where(
-                    jobs_table.c.id.in_(chunk), jobs_table.c.status.in_(("done", "failed"))
+                    jobs_table.c.id.in_(chunk),
+                    jobs_table.c.status.in_([s.value for s in FINISHED]),
                 )
             ).scalar_one()
     return int(total)
@@ -173,7 +174,7 @@ def _failed(services: Services, job_ids: list[int]) -> int:
         for chunk in _chunks(job_ids):
             total += conn.execute(
                 select(func.count()).where(
-                    jobs_table.c.id.in_(chunk), jobs_table.c.status == "failed"
+                    jobs_table.c.id.in_(chunk), jobs_table.c.status == JobStatus.FAILED.value
                 )
             ).scalar_one()
     return int(total)

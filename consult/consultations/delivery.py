@@ -46,6 +46,7 @@ from consult.catalog.tables import (
     studies,
     users,
 )
+from consult.consultations.opinions import DeliveryStatus, OpinionStatus
 from consult.consultations.sr import OpinionDocument, build_sr, to_part10
 from consult.dicom import scu
 from consult.dicom.part10 import read_header, text_of
@@ -79,7 +80,7 @@ class DeliveryOutcome:
     peer_ae: str
     host: str
     port: int | None
-    status: str  # sent | failed
+    status: DeliveryStatus  # SENT or FAILED
     dicom_status: int | None
     detail: str
 
@@ -130,7 +131,7 @@ def deliver_now(services: Services, opinion_id: int) -> list[DeliveryOutcome]:
         outcome = _send(services.settings.ae_title, target, dataset)
         _record(services, ctx.opinion_id, outcome)
         outcomes.append(outcome)
-    failed = [o for o in outcomes if o.status != "sent"]
+    failed = [o for o in outcomes if o.status is not DeliveryStatus.SENT]
     if failed:
         names = ", ".join(f"{o.peer_ae}@{o.host}:{o.port} ({o.detail})" for o in failed)
         raise DeliveryFailed(f"opinion {opinion_id} not delivered to {names}")
@@ -141,7 +142,7 @@ def _load(conn: Connection, opinion_id: int) -> _Context:
     op = conn.execute(select(opinions).where(opinions.c.id == opinion_id)).first()
     if op is None:
         raise NotFound(f"no opinion with id {opinion_id}")
-    if op.status != "signed" or op.signed_at is None or op.signed_by is None:
+    if op.status != OpinionStatus.SIGNED.value or op.signed_at is None or op.signed_by is None:
         raise Conflict(f"opinion {opinion_id} is not signed; only signed opinions are sent")
     cons = conn.execute(select(consultations).where(consultations.c.id == op.consultation_pk)).one()
     study = conn.execute(select(studies).where(studies.c.id == cons.study_pk)).one()
@@ -269,7 +270,7 @@ def _pending_targets(services: Services, ctx: _Context) -> list[_Target]:
                             deliveries.insert().values(
                                 opinion_pk=ctx.opinion_id,
                                 peer_pk=peer.id,
-                                status="pending",
+                                status=DeliveryStatus.PENDING.value,
                                 updated_at=utcnow(),
                             ),
                         )
@@ -280,7 +281,9 @@ def _pending_targets(services: Services, ctx: _Context) -> list[_Target]:
             .join(peers, peers.c.id == deliveries.c.peer_pk)
             .where(
                 deliveries.c.opinion_pk == ctx.opinion_id,
-                deliveries.c.status.in_(["pending", "failed"]),
+                deliveries.c.status.in_(
+                    [DeliveryStatus.PENDING.value, DeliveryStatus.FAILED.value]
+                ),
             )
             .order_by(deliveries.c.id)
         ).all()
@@ -290,7 +293,7 @@ def _pending_targets(services: Services, ctx: _Context) -> list[_Target]:
 def _send(calling_ae: str, target: _Target, dataset: Dataset) -> DeliveryOutcome:
     """C-STORE one dataset to one peer; never raises."""
 
-    def outcome(status: str, dicom_status: int | None, detail: str) -> DeliveryOutcome:
+    def outcome(status: DeliveryStatus, dicom_status: int | None, detail: str) -> DeliveryOutcome:
         return DeliveryOutcome(
             target.delivery_id,
             target.peer_ae,
@@ -302,7 +305,7 @@ def _send(calling_ae: str, target: _Target, dataset: Dataset) -> DeliveryOutcome
         )
 
     if target.port is None:
-        return outcome("failed", None, "peer has no port to send to")
+        return outcome(DeliveryStatus.FAILED, None, "peer has no port to send to")
     try:
         ae = scu.new_ae(calling_ae, TIMEOUT_S)
         ae.add_requested_context(
@@ -317,7 +320,7 @@ def _send(calling_ae: str, target: _Target, dataset: Dataset) -> DeliveryOutcome
                 if assoc.is_aborted
                 else "could not be opened"
             )
-            return outcome("failed", None, f"association {reason}")
+            return outcome(DeliveryStatus.FAILED, None, f"association {reason}")
         scu.no_delay(assoc)
         try:
             response = assoc.send_c_store(dataset)
@@ -325,13 +328,14 @@ def _send(calling_ae: str, target: _Target, dataset: Dataset) -> DeliveryOutcome
             assoc.release()
     except Exception as exc:  # a network or encoding error must not lose the record
         log.exception("C-STORE to %s@%s:%s failed", target.peer_ae, target.host, target.port)
-        return outcome("failed", None, f"{type(exc).__name__}: {exc}"[:500])
+        return outcome(DeliveryStatus.FAILED, None, f"{type(exc).__name__}: {exc}"[:500])
     if "Status" not in response:
-        return outcome("failed", None, "no C-STORE response (timeout or abort)")
+        return outcome(DeliveryStatus.FAILED, None, "no C-STORE response (timeout or abort)")
     code = int(response.Status)
     comment = text_of(response, "ErrorComment", 200)
     detail = f"C-STORE status 0x{code:04X}" + (f": {comment}" if comment else "")
-    return outcome("sent" if code in _STORED else "failed", code, detail)
+    sent = code in _STORED
+    return outcome(DeliveryStatus.SENT if sent else DeliveryStatus.FAILED, code, detail)
 
 
 def _record(services: Services, opinion_id: int, outcome: DeliveryOutcome) -> None:
@@ -340,7 +344,7 @@ def _record(services: Services, opinion_id: int, outcome: DeliveryOutcome) -> No
             update(deliveries)
             .where(deliveries.c.id == outcome.delivery_id)
             .values(
-                status=outcome.status,
+                status=outcome.status.value,
                 dicom_status=outcome.dicom_status,
                 detail=outcome.detail[:2000],
                 updated_at=utcnow(),
@@ -352,10 +356,14 @@ def _record(services: Services, opinion_id: int, outcome: DeliveryOutcome) -> No
             action="opinion.deliver",
             object_type="opinion",
             object_id=str(opinion_id),
-            outcome=audit.Outcome.SUCCESS if outcome.status == "sent" else audit.Outcome.FAILURE,
+            outcome=(
+                audit.Outcome.SUCCESS
+                if outcome.status is DeliveryStatus.SENT
+                else audit.Outcome.FAILURE
+            ),
             detail=f"{outcome.peer_ae}@{outcome.host}:{outcome.port} {outcome.detail}",
         )
-    log_at = logging.INFO if outcome.status == "sent" else logging.WARNING
+    log_at = logging.INFO if outcome.status is DeliveryStatus.SENT else logging.WARNING
     log.log(
         log_at,
         "opinion %d to %s@%s:%s: %s",

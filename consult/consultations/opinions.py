@@ -43,13 +43,26 @@ class OpinionStatus(enum.StrEnum):
     """Signed by its author: final, immutable, sent back to the requesting hospital."""
 
 
+class DeliveryStatus(enum.StrEnum):
+    """Where the return of a signed opinion to one destination peer stands (a ``deliveries``
+    row: created here when the opinion is signed, moved on by the job in
+    :mod:`consult.consultations.delivery`, which imports this module)."""
+
+    PENDING = "pending"
+    """Not sent yet: queued with the signature (or when the hospital got its first peer)."""
+    SENT = "sent"
+    """The peer answered the C-STORE with success or a warning: it keeps the SR; final."""
+    FAILED = "failed"
+    """The last attempt did not get the SR stored; ``detail`` says why. The job retries."""
+
+
 @dataclass(frozen=True)
 class Delivery:
     id: int
     peer_ae_title: str
     peer_host: str
     peer_port: int | None
-    status: str  # pending | sent | failed
+    status: DeliveryStatus
     dicom_status: int | None
     detail: str | None
     updated_at: datetime
@@ -192,7 +205,10 @@ def sign(conn: Connection, user: User, consultation_id: int, body: str | None = 
     for peer in targets:
         conn.execute(
             deliveries.insert().values(
-                opinion_pk=existing.id, peer_pk=peer.id, status="pending", updated_at=now
+                opinion_pk=existing.id,
+                peer_pk=peer.id,
+                status=DeliveryStatus.PENDING.value,
+                updated_at=now,
             )
         )
     if targets:
@@ -258,7 +274,7 @@ def delivery_status(conn: Connection, opinion_id: int) -> list[Delivery]:
             peer_ae_title=r.ae_title,
             peer_host=r.host,
             peer_port=r.port,
-            status=r.status,
+            status=DeliveryStatus(r.status),
             dicom_status=r.dicom_status,
             detail=r.detail,
             updated_at=as_utc(r.updated_at),

@@ -3,7 +3,9 @@
 """
 
 from consult.jobs.queue import (
+    FINISHED,
     Job,
+    JobStatus,
     claim,
     complete,
     counts,
@@ -13,7 +15,9 @@ from consult.jobs.queue import (
 )
 
 __all__ = [
+    "FINISHED",
     "Job",
+    "JobStatus",
     "claim",
     "complete",
     "counts",

@@ -14,11 +14,12 @@ the job only while that claim is current, and report when it was lost.
 
 from __future__ import annotations
 
+import enum
 import json
 import logging
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
+from typing import Any, Literal
 
 from sqlalchemy import ColumnElement, Connection, and_, or_, select, update
 from sqlalchemy.exc import IntegrityError
@@ -29,6 +30,22 @@ from consult.catalog.driver import DriverStatement
 from consult.catalog.tables import jobs
 
 log = logging.getLogger(__name__)
+
+
+class JobStatus(enum.StrEnum):
+    """Where a job stands in the queue."""
+
+    QUEUED = "queued"
+    """Waiting to be claimed, from ``run_after`` on (new, or back after a failed attempt)."""
+    RUNNING = "running"
+    """Claimed by a worker whose lease has not run out."""
+    DONE = "done"
+    """Its handler finished; final."""
+    FAILED = "failed"
+    """Failed on its last attempt, or its worker died then; final (``last_error`` says why)."""
+
+
+FINISHED = (JobStatus.DONE, JobStatus.FAILED)
 
 
 @dataclass(frozen=True)
@@ -62,7 +79,7 @@ def enqueue(
     values = {
         "kind": kind,
         "payload": json.dumps(payload, sort_keys=True),
-        "status": "queued",
+        "status": JobStatus.QUEUED.value,
         "attempts": 0,
         "max_attempts": max_attempts,
         "run_after": now,
@@ -92,9 +109,9 @@ def claim(
 ) -> Job | None:
     """Claim the oldest runnable job for ``worker``, or return None."""
     now = utcnow()
-    expired = and_(jobs.c.status == "running", jobs.c.lease_until < now)
+    expired = and_(jobs.c.status == JobStatus.RUNNING.value, jobs.c.lease_until < now)
     runnable = or_(
-        and_(jobs.c.status == "queued", jobs.c.run_after <= now),
+        and_(jobs.c.status == JobStatus.QUEUED.value, jobs.c.run_after <= now),
         and_(expired, jobs.c.attempts < jobs.c.max_attempts),
     )
     # Jobs whose workers died on their last attempt are failed for good.
@@ -105,7 +122,7 @@ def claim(
         update(jobs)
         .where(jobs.c.id.in_(dead.scalar_subquery()))
         .values(
-            status="failed",
+            status=JobStatus.FAILED.value,
             lease_until=None,
             finished_at=now,
             last_error="lease expired on the last attempt (the worker stopped or died)",
@@ -121,7 +138,7 @@ def claim(
         update(jobs)
         .where(jobs.c.id == pick.scalar_subquery())
         .values(
-            status="running",
+            status=JobStatus.RUNNING.value,
             attempts=jobs.c.attempts + 1,
             lease_until=now + timedelta(seconds=lease_seconds),
             worker=worker,
@@ -150,7 +167,7 @@ def _held(job: Job, worker: str) -> tuple[ColumnElement[bool], ...]:
         jobs.c.id == job.id,
         jobs.c.worker == worker,
         jobs.c.attempts == job.attempts,
-        jobs.c.status == "running",
+        jobs.c.status == JobStatus.RUNNING.value,
     )
 
 
@@ -160,19 +177,23 @@ def complete(catalog: Catalog, job: Job, worker: str) -> bool:
         result = conn.execute(
             update(jobs)
             .where(*_held(job, worker))
-            .values(status="done", finished_at=utcnow(), lease_until=None, last_error=None)
+            .values(
+                status=JobStatus.DONE.value, finished_at=utcnow(), lease_until=None, last_error=None
+            )
         )
     return result.rowcount == 1
 
 
-def fail(catalog: Catalog, job: Job, worker: str, error: str, *, base_delay: float = 2.0) -> str:
+def fail(
+    catalog: Catalog, job: Job, worker: str, error: str, *, base_delay: float = 2.0
+) -> JobStatus | Literal["lost"]:
     """Record a failure: back to the queue with backoff, or failed for good.
 
     Returns the job's new status (``queued`` or ``failed``), or ``lost`` when the claim
     was lost meanwhile (the lease expired and another worker holds the job).
     """
     final = job.attempts >= job.max_attempts
-    status = "failed" if final else "queued"
+    status = JobStatus.FAILED if final else JobStatus.QUEUED
     delay = timedelta(seconds=base_delay * (2 ** (job.attempts - 1)))
     now = utcnow()
     with catalog.write() as conn:
@@ -180,7 +201,7 @@ def fail(catalog: Catalog, job: Job, worker: str, error: str, *, base_delay: flo
             update(jobs)
             .where(*_held(job, worker))
             .values(
-                status=status,
+                status=status.value,
                 run_after=now + delay,
                 lease_until=None,
                 last_error=error[:2000],
@@ -201,9 +222,9 @@ def extend_lease(catalog: Catalog, job: Job, worker: str, lease_seconds: float =
     return result.rowcount == 1
 
 
-def counts(conn: Connection) -> dict[str, int]:
+def counts(conn: Connection) -> dict[JobStatus, int]:
     """Number of jobs per status."""
     from sqlalchemy import func
 
     rows = conn.execute(select(jobs.c.status, func.count()).group_by(jobs.c.status)).all()
-    return {str(status): int(n) for status, n in rows}
+    return {JobStatus(status): int(n) for status, n in rows}

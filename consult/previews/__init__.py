@@ -3,9 +3,13 @@ with other windows or lossless tiles on demand (``renders``).
 """
 
 from consult.previews.builds import (
+    PreviewStatus,
     request_build,
 )
+from consult.previews.renders import RenderStatus
 
 __all__ = [
+    "PreviewStatus",
+    "RenderStatus",
     "request_build",
 ]

@@ -17,6 +17,7 @@ running preview job per version, however many requests ask at once.
 
 from __future__ import annotations
 
+import enum
 import json
 import logging
 import secrets
@@ -43,7 +44,19 @@ log = logging.getLogger(__name__)
 
 KIND = "preview"
 PACK_MEDIA_TYPE = "application/vnd.consult.tiles"
-ACTIVE = ("queued", "running")
+ACTIVE = (jobs.JobStatus.QUEUED, jobs.JobStatus.RUNNING)
+
+
+class PreviewStatus(enum.StrEnum):
+    """What became of one frame's preview (a ``previews`` row); each is a job outcome, and
+    a rebuild writes the row again."""
+
+    READY = "ready"
+    """Its tile pack is stored: the frame can be shown."""
+    NO_IMAGE = "no_image"
+    """The object has no pixel data (a report, a plan): nothing to show, by design."""
+    FAILED = "failed"
+    """The frame has pixels that cannot be shown; ``reason`` says why."""
 
 
 def _latest_job(conn: Connection, version_id: int) -> Any:
@@ -148,8 +161,8 @@ _CLEAR = {
 }
 
 
-def _outcome(status: str, reason: str) -> dict[str, Any]:
-    return {**_CLEAR, "status": status, "reason": reason[:500], "built_at": utcnow()}
+def _outcome(status: PreviewStatus, reason: str) -> dict[str, Any]:
+    return {**_CLEAR, "status": status.value, "reason": reason[:500], "built_at": utcnow()}
 
 
 @dataclass
@@ -171,28 +184,28 @@ def _render(source: FrameSource, frame: int) -> _Rendered:
     except (StorageError, CatalogUnavailable):
         raise
     except (NoImage, RenderError) as exc:
-        return _Rendered(None, None, "", source.lossy, _outcome("failed", str(exc)))
+        return _Rendered(None, None, "", source.lossy, _outcome(PreviewStatus.FAILED, str(exc)))
     except Exception as exc:  # a bug or an image too big: a named reason, not a crash
         log.exception("frame %d cannot be rendered", frame)
         reason = f"rendering failed: {type(exc).__name__}: {exc}"
-        return _Rendered(None, None, "", source.lossy, _outcome("failed", reason))
+        return _Rendered(None, None, "", source.lossy, _outcome(PreviewStatus.FAILED, reason))
     return _Rendered(pixels, voi, windows, source.lossy)
 
 
 def _store(services: Services, rendered: _Rendered, key: str) -> dict[str, Any]:
     """Cut a rendered frame into its pyramid and store the pack; the ``previews`` row."""
     if rendered.failure is not None or rendered.pixels is None:
-        return rendered.failure or _outcome("failed", "frame was not rendered")
+        return rendered.failure or _outcome(PreviewStatus.FAILED, "frame was not rendered")
     settings = services.settings
     try:
         pyramid = build(rendered.pixels, fmt=settings.tile_format, quality=settings.tile_quality)
     except MemoryError:
-        return _outcome("failed", "frame too large to cut into tiles (out of memory)")
+        return _outcome(PreviewStatus.FAILED, "frame too large to cut into tiles (out of memory)")
     rendered.pixels = None
     services.store.put(key, pyramid.data, content_type=PACK_MEDIA_TYPE)
     g = pyramid.geometry
     return {
-        "status": "ready",
+        "status": PreviewStatus.READY.value,
         "reason": None,
         "object_key": key,
         "media_type": g.media_type,
@@ -241,12 +254,12 @@ def handle_preview(services: Services, payload: dict[str, Any]) -> None:
         source = open_frames(blob)
     except Exception as exc:  # no pixels, or none we can show: a named entry, not a retry
         if isinstance(exc, NoImage):
-            outcome = _outcome("no_image", str(exc))
+            outcome = _outcome(PreviewStatus.NO_IMAGE, str(exc))
         elif isinstance(exc, RenderError):
-            outcome = _outcome("failed", str(exc))
+            outcome = _outcome(PreviewStatus.FAILED, str(exc))
         else:
             log.exception("version %d cannot be read", version_id)
-            outcome = _outcome("failed", f"cannot be read: {type(exc).__name__}: {exc}")
+            outcome = _outcome(PreviewStatus.FAILED, f"cannot be read: {type(exc).__name__}: {exc}")
         with services.catalog.write() as conn:
             _upsert(conn, version_id, 0, outcome)
         _finish(services, version_id, 1, set(), old_keys)

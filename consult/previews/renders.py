@@ -22,6 +22,7 @@ Retry-After). A build left ``building`` by a process that died is taken over aft
 
 from __future__ import annotations
 
+import enum
 import logging
 import math
 import secrets
@@ -51,6 +52,17 @@ CONCURRENT_RENDERS = 2
 _slots = threading.BoundedSemaphore(CONCURRENT_RENDERS)
 MAX_WINDOW_VALUE = 1e9
 MAX_PRESETS = 64
+
+
+class RenderStatus(enum.StrEnum):
+    """Where an on-demand render stands (a ``renders`` row)."""
+
+    BUILDING = "building"
+    """Claimed by the request that builds it: the row is the build lock, others wait."""
+    READY = "ready"
+    """Its tile pack is stored; evicted least recently used first."""
+    FAILED = "failed"
+    """The frame cannot be rendered so; ``reason`` says why (kept, so it is not retried)."""
 
 
 class RenderBusy(Unavailable):
@@ -181,14 +193,14 @@ def get_render(
             claimed = _claim(services, target, spec)
             if claimed is not None:
                 return _build(services, target, spec, claimed, deadline)
-        elif row.status == "ready":
+        elif row.status == RenderStatus.READY:
             if now - as_utc(row.last_used_at) > timedelta(seconds=touch_after):
                 with services.catalog.write() as conn:
                     conn.execute(
                         update(renders).where(renders.c.id == row.id).values(last_used_at=now)
                     )
             return Render(row.id, row.object_key, int(row.bytes))
-        elif row.status == "failed":
+        elif row.status == RenderStatus.FAILED:
             raise RenderFailed(row.reason or "the frame cannot be rendered")
         elif now - as_utc(row.claimed_at) > timedelta(seconds=stale_after):
             with services.catalog.write() as conn:
@@ -216,7 +228,7 @@ def _claim(services: Services, target: Target, spec: RenderSpec) -> int | None:
                         frame=target.frame,
                         window=spec.token,
                         tile_format=spec.fmt,
-                        status="building",
+                        status=RenderStatus.BUILDING.value,
                         bytes=0,
                         claimed_at=now,
                         last_used_at=now,
@@ -278,7 +290,12 @@ def _make(services: Services, target: Target, spec: RenderSpec, row_id: int) -> 
         conn.execute(
             update(renders)
             .where(renders.c.id == row_id)
-            .values(status="ready", object_key=key, bytes=len(pyramid.data), last_used_at=utcnow())
+            .values(
+                status=RenderStatus.READY.value,
+                object_key=key,
+                bytes=len(pyramid.data),
+                last_used_at=utcnow(),
+            )
         )
     return Render(row_id, key, len(pyramid.data))
 
@@ -288,7 +305,7 @@ def _mark_failed(services: Services, row_id: int, reason: str) -> None:
         conn.execute(
             update(renders)
             .where(renders.c.id == row_id)
-            .values(status="failed", reason=reason[:500], last_used_at=utcnow())
+            .values(status=RenderStatus.FAILED.value, reason=reason[:500], last_used_at=utcnow())
         )
 
 
@@ -297,7 +314,9 @@ def _release(services: Services, row_id: int) -> None:
     try:
         with services.catalog.write() as conn:
             conn.execute(
-                delete(renders).where(renders.c.id == row_id, renders.c.status == "building")
+                delete(renders).where(
+                    renders.c.id == row_id, renders.c.status == RenderStatus.BUILDING.value
+                )
             )
     except Exception as exc:  # the claim goes stale and is taken over later
         log.warning("render claim %d not released: %s", row_id, exc)
@@ -317,7 +336,8 @@ def drop_for(services: Services, version_ids: list[int]) -> int:
             (int(r.id), r.object_key)
             for r in conn.execute(
                 select(renders.c.id, renders.c.object_key).where(
-                    renders.c.version_pk.in_(version_ids), renders.c.status != "building"
+                    renders.c.version_pk.in_(version_ids),
+                    renders.c.status != RenderStatus.BUILDING.value,
                 )
             )
         ]
@@ -352,7 +372,7 @@ def evict(services: Services) -> int:
 def _victims(conn: Connection, max_items: int, max_bytes: int) -> list[tuple[int, str | None]]:
     rows = conn.execute(
         select(renders.c.id, renders.c.object_key, renders.c.bytes)
-        .where(renders.c.status != "building")
+        .where(renders.c.status != RenderStatus.BUILDING.value)
         .order_by(renders.c.last_used_at.desc(), renders.c.id.desc())
     ).all()
     kept = total = 0

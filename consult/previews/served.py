@@ -19,7 +19,7 @@ from consult.catalog.tables import instance_versions, instances, previews, serie
 from consult.dicom.display import number_key
 from consult.errors import BadRequest, NotFound, Unavailable
 from consult.previews import renders
-from consult.previews.builds import request_build
+from consult.previews.builds import PreviewStatus, request_build
 from consult.previews.renders import Render, RenderSpec, Target, quantise
 from consult.services import Services
 from storage import ObjectNotFound, ObjectStore
@@ -105,9 +105,9 @@ def spec_for(frame: Frame, query: Mapping[str, str], default_format: str) -> Ren
 
 def ready(frame: Frame) -> tuple[int, int]:
     """The frame's size, or 404 saying why it has no picture."""
-    if frame.ref.status == "no_image":
+    if frame.ref.status == PreviewStatus.NO_IMAGE:
         raise NotFound(f"no image: {frame.reason or 'the object has no pixel data'}")
-    if frame.ref.status != "ready" or not frame.width or not frame.height:
+    if frame.ref.status != PreviewStatus.READY or not frame.width or not frame.height:
         raise NotFound(f"no preview: {frame.reason or 'the frame could not be rendered'}")
     return frame.width, frame.height
 
@@ -221,7 +221,7 @@ def series_thumbnail(conn: Connection, series_uid: str) -> SeriesThumbnail | Non
             instances.c.series_pk == found.id,
             instance_versions.c.version == instances.c.current_version,
             previews.c.frame == 0,
-            previews.c.status == "ready",
+            previews.c.status == PreviewStatus.READY.value,
         )
     ).all()
     ordered = sorted(candidates, key=lambda r: (number_key(r.instance_number), r.id))

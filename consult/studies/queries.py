@@ -28,6 +28,7 @@ from consult.catalog.tables import (
 )
 from consult.dicom.display import display_name, number_key
 from consult.errors import StudyNotFound
+from consult.previews.builds import PreviewStatus
 from consult.studies.receipt import is_stable
 
 
@@ -58,7 +59,7 @@ class StudySummary:
 class PreviewInfo:
     id: int
     frame: int
-    status: str  # ready | no_image | failed
+    status: PreviewStatus
     width: int | None
     height: int | None
 
@@ -215,7 +216,13 @@ def study_detail(conn: Connection, study_pk: int, *, stable_seconds: float) -> S
         .order_by(previews.c.frame)
     ).all():
         preview_map[p.version_pk].append(
-            PreviewInfo(id=p.id, frame=p.frame, status=p.status, width=p.width, height=p.height)
+            PreviewInfo(
+                id=p.id,
+                frame=p.frame,
+                status=PreviewStatus(p.status),
+                width=p.width,
+                height=p.height,
+            )
         )
     by_series: dict[int, list[InstanceInfo]] = defaultdict(list)
     for i in instance_rows:

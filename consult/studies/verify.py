@@ -6,6 +6,7 @@ must never change; the file meta before it is ours.
 
 from __future__ import annotations
 
+import enum
 import hashlib
 import logging
 from collections.abc import Callable
@@ -21,11 +22,22 @@ from storage import ObjectNotFound, StorageError
 log = logging.getLogger(__name__)
 
 
+class ProblemKind(enum.StrEnum):
+    """Why a stored version failed the check."""
+
+    MISMATCH = "mismatch"
+    """The object's dataset bytes do not have the SHA-256 the catalog recorded."""
+    MISSING = "missing"
+    """There is no object under the version's key."""
+    UNREADABLE = "unreadable"
+    """The object store would not give the object back (the detail says what it said)."""
+
+
 @dataclass(frozen=True)
 class Problem:
     """One stored version that failed the check."""
 
-    kind: str  # "mismatch" | "missing" | "unreadable"
+    kind: ProblemKind
     study_uid: str
     sop_instance_uid: str
     version: int
@@ -102,7 +114,7 @@ def verify(
 
 
 def _check(services: Services, row: _Row) -> Problem | None:
-    def problem(kind: str, detail: str) -> Problem:
+    def problem(kind: ProblemKind, detail: str) -> Problem:
         return Problem(
             kind, row.study_uid, row.sop_instance_uid, row.version, row.object_key, detail
         )
@@ -110,14 +122,14 @@ def _check(services: Services, row: _Row) -> Problem | None:
     try:
         blob = services.store.get(row.object_key)
     except ObjectNotFound:
-        return problem("missing", "no object under its key")
+        return problem(ProblemKind.MISSING, "no object under its key")
     except StorageError as exc:
-        return problem("unreadable", str(exc)[:200])
+        return problem(ProblemKind.UNREADABLE, str(exc)[:200])
     data = blob[row.dataset_offset :]
     actual = hashlib.sha256(data).hexdigest()
     if actual != row.sha256:
         return problem(
-            "mismatch",
+            ProblemKind.MISMATCH,
             f"sha256 {actual} ({len(data)} bytes), catalog has {row.sha256} ({row.size} bytes)",
         )
     return None

@@ -135,7 +135,7 @@ def _series(ctx: Ctx, detail: studies.StudyDetail) -> list[dict[str, Any]]:
                         {
                             "id": p.id,
                             "frame": p.frame,
-                            "status": p.status,
+                            "status": p.status.value,
                             "width": p.width,
                             "height": p.height,
                             "url": ctx.url("preview", preview_id=p.id),
@@ -194,7 +194,7 @@ def _opinion(o: Opinion | None, deliveries: list[opinions.Delivery]) -> dict[str
         "deliveries": [
             {
                 "peer": f"{d.peer_ae_title}@{d.peer_host}:{d.peer_port}",
-                "status": d.status,
+                "status": d.status.value,
                 "dicom_status": d.dicom_status,
                 "detail": d.detail,
                 "updated_at": _time(d.updated_at),
@@ -245,7 +245,7 @@ def create_consultation(ctx: Ctx) -> Response:
         study_uid,
         target_hospital_id=target,
         question=_str(ctx, "question"),
-        urgency=_str(ctx, "urgency", required=False, default="routine"),
+        urgency=_str(ctx, "urgency", required=False, default=consultations.Urgency.ROUTINE.value),
         all_sent=all_sent,
         stable_seconds=ctx.services.settings.stable_seconds,
     )

@@ -40,6 +40,7 @@ from consult import access
 from consult.dicom.identifiers import is_uid
 from consult.errors import NotFound
 from consult.previews import served
+from consult.previews.builds import PreviewStatus
 from consult.previews.renders import RenderSpec
 from consult.settings import Settings
 from consult.web.context import Ctx
@@ -147,7 +148,7 @@ def info(ctx: Ctx) -> Response:
     frame = _frame(ctx)
     ref = frame.ref
     body: dict[str, Any] = {"id": ref.id, "frame": ref.frame, "status": ref.status}
-    if ref.status != "ready" or not frame.width or not frame.height:
+    if ref.status != PreviewStatus.READY or not frame.width or not frame.height:
         body["reason"] = frame.reason or ""
         return Response(json.dumps(body), media_type="application/json")
     fmt = frame.tile_format or ctx.services.settings.tile_format

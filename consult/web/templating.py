@@ -16,6 +16,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.templating import Jinja2Templates
 
+from consult.previews import PreviewStatus
+
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 
 
@@ -60,6 +62,7 @@ def _environment() -> jinja2.Environment:
         lstrip_blocks=True,
     )
     env.globals["url_for"] = _url_for
+    env.globals["PreviewStatus"] = PreviewStatus
     env.filters["utc"] = utc_text
     env.filters["iso"] = iso
     env.filters["dicom_date"] = dicom_date
