@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Iterator, Sequence
 
 import pytest
 from starlette.routing import BaseRoute, Mount, Route
 
+from consult.access.directory import Role
+from consult.consultations.lifecycle import ConsultationStatus, Urgency
+from consult.consultations.opinions import DeliveryStatus, OpinionStatus
+from consult.previews import PreviewStatus
 from consult.services import Services
 from consult.settings import Settings
+from consult.web import openapi
 from consult.web.app import create_app
 from tests.support import sample
 from tests.web_world import MR, World, build_world
@@ -65,6 +71,30 @@ def test_openapi_lists_every_api_route(world: World, services: Services) -> None
 
     walk(doc)
     assert refs and set(refs) <= set(schemas)
+
+
+# Every enumeration of the OpenAPI document: (schema, property, the enum it serialises).
+OPENAPI_ENUMS: list[tuple[str, str, type[enum.StrEnum]]] = [
+    ("Session", "role", Role),
+    ("Preview", "status", PreviewStatus),
+    ("NewConsultation", "urgency", Urgency),
+    ("ConsultationSummary", "urgency", Urgency),
+    ("ConsultationSummary", "status", ConsultationStatus),
+    ("Delivery", "status", DeliveryStatus),
+    ("Opinion", "status", OpinionStatus),
+]
+
+
+def test_openapi_enumerations_are_the_enums_values() -> None:
+    schemas = openapi.document()["components"]["schemas"]
+    found = {
+        (name, prop): spec["enum"]
+        for name, schema in schemas.items()
+        for prop, spec in schema.get("properties", {}).items()
+        if "enum" in spec
+    }
+    expected = {(name, prop): [m.value for m in kind] for name, prop, kind in OPENAPI_ENUMS}
+    assert found == expected
 
 
 def test_study_detail(world: World) -> None:

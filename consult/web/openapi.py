@@ -1,13 +1,19 @@
 """The OpenAPI 3.1 document of the JSON API, built by hand (a test checks it lists every
-``/api/`` route of the app with its methods)."""
+``/api/`` route of the app with its methods). Enumerations are generated from the enums
+the API serialises, so they cannot drift."""
 
 from __future__ import annotations
 
+import enum
 from typing import Any
 
 from starlette.responses import JSONResponse, Response
 
 from consult import __version__
+from consult.access.directory import Role
+from consult.consultations.lifecycle import ConsultationStatus, Urgency
+from consult.consultations.opinions import DeliveryStatus, OpinionStatus
+from consult.previews import PreviewStatus
 from consult.web.context import Ctx
 
 
@@ -17,6 +23,10 @@ def _ref(name: str) -> dict[str, str]:
 
 def _obj(required: list[str], **props: Any) -> dict[str, Any]:
     return {"type": "object", "required": required, "properties": props}
+
+
+def _enum(values: type[enum.StrEnum]) -> dict[str, Any]:
+    return {"type": "string", "enum": [v.value for v in values]}
 
 
 STR = {"type": "string"}
@@ -32,7 +42,7 @@ SCHEMAS: dict[str, Any] = {
         ["username", "role", "hospital", "csrf_token"],
         username=STR,
         display_name=STR,
-        role={"type": "string", "enum": ["admin", "referring", "specialist"]},
+        role=_enum(Role),
         hospital=STR,
         csrf_token=STR,
     ),
@@ -64,7 +74,7 @@ SCHEMAS: dict[str, Any] = {
         ["id", "frame", "status", "url"],
         id=INT,
         frame=INT,
-        status={"type": "string", "enum": ["ready", "no_image", "failed"]},
+        status=_enum(PreviewStatus),
         width={"type": ["integer", "null"]},
         height={"type": ["integer", "null"]},
         url=STR,
@@ -109,7 +119,7 @@ SCHEMAS: dict[str, Any] = {
         study_uid=STR,
         target_hospital_id=INT,
         question=STR,
-        urgency={"type": "string", "enum": ["routine", "urgent", "stat"]},
+        urgency=_enum(Urgency),
         all_sent={**BOOL, "description": "confirm every image was sent (study not stable yet)"},
     ),
     "ConsultationSummary": _obj(
@@ -124,11 +134,8 @@ SCHEMAS: dict[str, Any] = {
         requested_by=STR,
         target_hospital=STR,
         question=STR,
-        urgency={"type": "string", "enum": ["routine", "urgent", "stat"]},
-        status={
-            "type": "string",
-            "enum": ["requested", "accepted", "declined", "answered", "closed"],
-        },
+        urgency=_enum(Urgency),
+        status=_enum(ConsultationStatus),
         accepted_by=NSTR,
         created_at=TIME,
         updated_at=TIME,
@@ -148,7 +155,7 @@ SCHEMAS: dict[str, Any] = {
     "Delivery": _obj(
         ["peer", "status"],
         peer=STR,
-        status={"type": "string", "enum": ["pending", "sent", "failed"]},
+        status=_enum(DeliveryStatus),
         dicom_status={"type": ["integer", "null"]},
         detail=NSTR,
         updated_at=TIME,
@@ -158,7 +165,7 @@ SCHEMAS: dict[str, Any] = {
         id=INT,
         author=STR,
         body=STR,
-        status={"type": "string", "enum": ["draft", "signed"]},
+        status=_enum(OpinionStatus),
         signed_by=NSTR,
         signed_at=TIME,
         sha256={**NSTR, "description": "SHA-256 of the exact UTF-8 text, set when signed"},
