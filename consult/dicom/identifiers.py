@@ -18,7 +18,7 @@ stripped, and a title of spaces only is no title.
 
 Each function raises :class:`IdentifierError` (a ``ValueError``, which pydantic turns
 into a validation error), or, given ``error=``, the caller's own error type with the same
-message naming the identifier: ``ae_title(text, "--to AE title", error=ConfigurationError)``.
+message naming the identifier: ``ae_title(text, "--aet", error=ConfigurationError)``.
 """
 
 from __future__ import annotations
