@@ -50,6 +50,19 @@ def _base(study_uid: str, series_uid: str, sop_class: str, number: int) -> Datas
     return ds
 
 
+def _greyscale(
+    ds: Dataset, shape: tuple[int, ...], *, bits_allocated: int, bits_stored: int
+) -> None:
+    """The Image Pixel module of an unsigned MONOCHROME2 image of ``shape`` (rows, columns)."""
+    ds.Rows, ds.Columns = shape
+    ds.SamplesPerPixel = 1
+    ds.PhotometricInterpretation = "MONOCHROME2"
+    ds.BitsAllocated = bits_allocated
+    ds.BitsStored = bits_stored
+    ds.HighBit = bits_stored - 1
+    ds.PixelRepresentation = 0
+
+
 def demo_study() -> list[tuple[Dataset, str]]:
     """A small synthetic study: 4 uncompressed CT slices and one JPEG baseline capture.
 
@@ -68,13 +81,7 @@ def demo_study() -> list[tuple[Dataset, str]]:
         lesion = ((xx - 150 - 4 * i) ** 2 + (yy - 110) ** 2) < (12 - i) ** 2
         hu = np.where(body, 40, -1000) + np.where(lesion, 60, 0)
         pixels = (hu + 1024).astype(np.uint16)
-        ds.Rows, ds.Columns = pixels.shape
-        ds.SamplesPerPixel = 1
-        ds.PhotometricInterpretation = "MONOCHROME2"
-        ds.BitsAllocated = 16
-        ds.BitsStored = 12
-        ds.HighBit = 11
-        ds.PixelRepresentation = 0
+        _greyscale(ds, pixels.shape, bits_allocated=16, bits_stored=12)
         ds.RescaleIntercept = -1024
         ds.RescaleSlope = 1
         ds.WindowCenter = 40
@@ -90,13 +97,7 @@ def demo_study() -> list[tuple[Dataset, str]]:
     grey = (np.hypot(xx - 128, yy - 128) * 2).clip(0, 255).astype(np.uint8)
     buffer = io.BytesIO()
     Image.fromarray(grey, "L").save(buffer, format="JPEG", quality=90)
-    ds.Rows, ds.Columns = grey.shape
-    ds.SamplesPerPixel = 1
-    ds.PhotometricInterpretation = "MONOCHROME2"
-    ds.BitsAllocated = 8
-    ds.BitsStored = 8
-    ds.HighBit = 7
-    ds.PixelRepresentation = 0
+    _greyscale(ds, grey.shape, bits_allocated=8, bits_stored=8)
     ds.PixelData = encapsulate([buffer.getvalue()])
     ds["PixelData"].VR = "OB"
     out.append((ds, str(JPEGBaseline8Bit)))
