@@ -223,7 +223,7 @@ def measure(mode: str, *args: str) -> dict[str, float]:
 
 def pyramid_figures(kind: str, work: Path, runs: int) -> dict[str, Any]:
     from consult.access import directory
-    from consult.cli.demo import dataset_bytes
+    from consult.dicom.synthetic import dataset_bytes
     from consult.ingest.pipeline import Origin, ingest
     from consult.services import Services
     from consult.settings import Settings
@@ -357,7 +357,7 @@ def ct_series(work: Path, count: int) -> dict[int, float]:
 
     from consult.access import directory
     from consult.catalog.tables import jobs
-    from consult.cli.demo import dataset_bytes
+    from consult.dicom.synthetic import dataset_bytes
     from consult.ingest.pipeline import Origin, ingest
     from consult.services import Services
     from consult.settings import Settings

@@ -26,8 +26,8 @@ from consult.catalog.tables import (
     series,
     studies,
 )
-from consult.cli.demo import dataset_bytes, write_part10
 from consult.dicom.part10 import split_part10
+from consult.dicom.synthetic import dataset_bytes, write_part10
 from consult.receiver import Receiver
 from consult.services import Services
 from storage import ObjectNotFound

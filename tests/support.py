@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
+import re
 import shutil
+import signal
 import socket
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager, redirect_stderr, redirect_stdout
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -140,19 +145,132 @@ def storescu(port: int, *files: Path, aet: str = "REFPACS") -> subprocess.Comple
     )
 
 
-def run_consult(
-    data_dir: Path, *args: str, stdin: str = "", env: dict[str, str] | None = None
-) -> subprocess.CompletedProcess[str]:
-    """The ``consult`` command line as a subprocess, on ``data_dir`` with the embedded
-    defaults (SQLite, the folder store) whatever this environment configures."""
-    full_env = {**os.environ, "CONSULT_DATA_DIR": str(data_dir), **(env or {})}
-    full_env.pop("CONSULT_DATABASE_URL", None)
-    full_env.pop("CONSULT_S3_ENDPOINT", None)
-    return subprocess.run(
+@dataclass(frozen=True)
+class Ran:
+    """What a command did: its exit status and what it wrote."""
+
+    status: int
+    out: str
+    err: str
+
+
+class ConsultCli:
+    """The ``consult`` command line called in this process (``consult.cli.main.main``), as
+    a shell would run it: settings from ``CONSULT_*`` variables, the embedded defaults
+    (SQLite and the folder store in ``data_dir``) whatever this environment configures,
+    ``stdin`` as standard input, standard output and error captured."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.data_dir = data_dir
+
+    def __call__(self, *args: str, stdin: str = "", env: Mapping[str, str] | None = None) -> Ran:
+        from consult.cli.main import main
+
+        out, err = io.StringIO(), io.StringIO()
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setenv("CONSULT_DATA_DIR", str(self.data_dir))
+            for name in ("CONSULT_DATABASE_URL", "CONSULT_S3_ENDPOINT"):
+                patch.delenv(name, raising=False)
+            for name, value in (env or {}).items():
+                patch.setenv(name, value)
+            patch.setattr(sys, "stdin", io.StringIO(stdin))
+            with redirect_stdout(out), redirect_stderr(err):
+                try:
+                    status = main(list(args))
+                except SystemExit as exc:  # argparse: --help, or arguments it refuses
+                    status = exc.code if isinstance(exc.code, int) else int(exc.code is not None)
+        return Ran(status, out.getvalue(), err.getvalue())
+
+
+def consult_env(data_dir: Path, **settings: str) -> dict[str, str]:
+    """The environment of a ``consult`` process on ``data_dir`` with the embedded defaults,
+    listening on 127.0.0.1 on ports the system picks, plus ``settings`` (CONSULT_*)."""
+    env = {
+        **os.environ,
+        "CONSULT_DATA_DIR": str(data_dir),
+        "CONSULT_DICOM_HOST": "127.0.0.1",
+        "CONSULT_DICOM_PORT": "0",
+        "CONSULT_HTTP_HOST": "127.0.0.1",
+        "CONSULT_HTTP_PORT": "0",
+        **settings,
+    }
+    for name in ("CONSULT_DATABASE_URL", "CONSULT_S3_ENDPOINT"):
+        env.pop(name, None)
+    return env
+
+
+class ConsultProcess:
+    """A running ``python -m consult COMMAND``: its output (stdout and stderr), read line by
+    line on a thread so that waiting for a line never blocks past its deadline."""
+
+    def __init__(self, proc: subprocess.Popen[str]) -> None:
+        self.proc = proc
+        self.lines: list[str] = []
+        assert proc.stdout is not None
+        self._reader = threading.Thread(target=self._read, args=(proc.stdout,), daemon=True)
+        self._reader.start()
+
+    def _read(self, stream: Iterable[str]) -> None:
+        for line in stream:
+            self.lines.append(line.rstrip("\n"))
+
+    @property
+    def output(self) -> str:
+        return "\n".join(self.lines)
+
+    def wait_for(self, pattern: str, *, timeout: float = 60.0) -> re.Match[str]:
+        """The first output line matching ``pattern`` (a regex), waited for until the
+        deadline; fails with the output if the process ends first or the deadline passes."""
+
+        def found() -> re.Match[str] | None:
+            for line in list(self.lines):
+                if match := re.search(pattern, line):
+                    return match
+            if self.proc.poll() is not None and not self._reader.is_alive():
+                raise ProcessLookupError(f"exited with {self.proc.returncode}")
+            return None
+
+        try:
+            return wait_until(found, timeout=timeout)
+        except ProcessLookupError as exc:
+            raise AssertionError(f"{exc} before printing {pattern!r}:\n{self.output}") from None
+        except AssertionError:
+            raise AssertionError(
+                f"{pattern!r} not printed within {timeout} s:\n{self.output}"
+            ) from None
+
+    def stop(self, timeout: float = 20.0) -> int:
+        """SIGTERM, then the exit status (SIGKILL, and a failure, past the deadline)."""
+        self.proc.terminate()
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(timeout)
+            raise AssertionError(f"did not stop within {timeout} s:\n{self.output}") from None
+        finally:
+            self._reader.join(timeout)
+
+
+@contextmanager
+def consult_process(*args: str, env: Mapping[str, str]) -> Iterator[ConsultProcess]:
+    """``python -m consult ARGS`` as a real process with ``env``, in a process group of its
+    own: at the end whatever of the group still runs (its workers too) is killed."""
+    proc = subprocess.Popen(
         [sys.executable, "-m", "consult", *args],
-        input=stdin,
-        capture_output=True,
+        env=dict(env),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
         text=True,
-        timeout=120,
-        env=full_env,
+        start_new_session=True,
     )
+    running = ConsultProcess(proc)
+    try:
+        yield running
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(10)
+        running._reader.join(10)  # the end of the output, now that no process holds the pipe
+        if proc.stdout is not None:
+            proc.stdout.close()

@@ -16,7 +16,7 @@ from sqlalchemy import select
 
 from consult.catalog import Catalog
 from consult.catalog.tables import instance_versions, instances, jobs
-from consult.cli.demo import dataset_bytes
+from consult.dicom.synthetic import dataset_bytes
 from consult.services import Services
 from consult.settings import Settings
 from storage import LocalObjectStore, ObjectStore, S3ObjectStore

@@ -11,8 +11,8 @@ from sqlalchemy import select
 from consult import jobs
 from consult.access import directory
 from consult.catalog.tables import jobs as jobs_table
-from consult.cli.demo import dataset_bytes, demo_study
-from consult.cli.tasks import job_handlers
+from consult.cli.servers import job_handlers
+from consult.dicom.synthetic import dataset_bytes, demo_study
 from consult.ingest.pipeline import Origin, ingest
 from consult.jobs import doorbell
 from consult.jobs.worker import Worker

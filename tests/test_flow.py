@@ -20,7 +20,7 @@ import httpx
 import pytest
 
 from consult.access import directory
-from consult.cli.demo import demo_study, write_part10
+from consult.dicom.synthetic import demo_study, write_part10
 from consult.services import Services
 from consult.settings import Settings
 from tests.support import free_port, launch_chromium, require_tool, wait_until

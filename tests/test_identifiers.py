@@ -10,11 +10,11 @@ import pytest
 
 from consult.access import directory
 from consult.catalog import Catalog
-from consult.cli.demo import demo_study, write_part10
-from consult.cli.frame_png import uid_argument
+from consult.cli.imaging import uid_argument
 from consult.dicom import identifiers
 from consult.dicom.identifiers import IdentifierError
 from consult.dicom.sender import Unsendable, inspect_file, parse_destination
+from consult.dicom.synthetic import demo_study, write_part10
 from consult.errors import BadRequest, ConfigurationError, InvalidDataset
 from consult.ingest.pipeline import check_uid
 from consult.settings import load_settings

@@ -20,8 +20,8 @@ from consult.catalog.tables import (
     series,
     studies,
 )
-from consult.cli.demo import dataset_bytes, demo_study
 from consult.dicom.part10 import split_part10
+from consult.dicom.synthetic import dataset_bytes, demo_study
 from consult.errors import InvalidDataset
 from consult.ingest.pipeline import Origin, ingest, ingest_file
 from consult.services import Services

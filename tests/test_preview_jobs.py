@@ -3,7 +3,6 @@ leases renewed for long jobs, and a worker killed mid-job leaves a job another c
 
 from __future__ import annotations
 
-import argparse
 import itertools
 import json
 import os
@@ -30,15 +29,13 @@ from consult.catalog import as_utc
 from consult.catalog.tables import instance_versions
 from consult.catalog.tables import jobs as jobs_table
 from consult.catalog.tables import previews as previews_table
-from consult.cli import imaging as cli_previews
-from consult.cli.tasks import job_handlers
-from consult.errors import ConfigurationError
+from consult.cli.servers import job_handlers
 from consult.ingest.pipeline import Origin, StoredInstance, ingest_file
 from consult.jobs.worker import Worker
 from consult.services import Services
 from consult.settings import Settings
 from tests.pyramid_support import mono16_dataset, psnr, stored_level, write_dataset
-from tests.support import run_consult, sample, wait_until
+from tests.support import ConsultCli, sample, wait_until
 from viewer import open_frames
 from viewer.pyramid import build as real_build
 
@@ -284,25 +281,30 @@ def test_previews_status_and_rebuild_commands(settings: Settings, tmp_path: Path
         ingest_file(local, sample("pydicom__test-SR.dcm"), origin=origin)
     finally:
         local.close()
-    data = settings.data_dir
-    before = run_consult(data, "previews", "status")
-    assert before.returncode == 0, before.stderr
-    assert "instances: 2 (2 without previews yet)" in before.stdout
-    assert "preview jobs (all studies): queued 2, running 0, done 0, failed 0" in before.stdout
-    rebuilt = run_consult(data, "previews", "rebuild", "--progress")
-    assert rebuilt.returncode == 0, rebuilt.stderr
-    assert "2 preview job(s) queued for 2 instance(s)" in rebuilt.stdout
-    assert "2 rebuilt, 0 failed" in rebuilt.stdout
-    assert "rebuilding previews [##############################] 2/2" in rebuilt.stderr
-    after = run_consult(data, "previews", "status", "--study", image.study_uid)
-    assert "instances: 1 (0 without previews yet)" in after.stdout
-    assert "frames: ready 1, no image 0, failed 0" in after.stdout
+    cli = ConsultCli(settings.data_dir)
+    before = cli("previews", "status")
+    assert before.status == 0, before.err
+    assert before.out == (
+        "instances: 2 (2 without previews yet)\n"
+        "frames: ready 0, no image 0, failed 0\n"
+        "preview jobs (all studies): queued 2, running 0, done 0, failed 0\n"
+        "on-demand renders: 0 of at most 500, 0.0 of at most 2048 MB\n"
+    )
+    rebuilt = cli("previews", "rebuild", "--progress")
+    assert rebuilt.status == 0, rebuilt.err
+    assert "2 preview job(s) queued for 2 instance(s)" in rebuilt.out
+    assert "2 rebuilt, 0 failed" in rebuilt.out
+    assert "rebuilding previews [##############################] 2/2" in rebuilt.err
+    after = cli("previews", "status", "--study", image.study_uid)
+    assert "instances: 1 (0 without previews yet)" in after.out
+    assert "frames: ready 1, no image 0, failed 0" in after.out
+
+    nowhere = cli("previews", "status", "--study", "1.2.3")
+    assert nowhere.status == 2 and "no study '1.2.3'" in nowhere.err
+    queued = cli("previews", "rebuild", "--study", image.study_uid, "--no-wait")
+    assert queued.status == 0 and queued.out == "1 preview job(s) queued for 1 instance(s)\n"
     local = Services.open(settings)
     try:
-        with local.catalog.read() as conn, pytest.raises(ConfigurationError, match="no study"):
-            cli_previews._versions(conn, "1.2.3")
-        args = argparse.Namespace(study=image.study_uid, no_wait=True, progress=False)
-        assert cli_previews.cmd_rebuild(local, args) == 0
         assert [j.status for j in job_rows(local)] == ["done", "done", "queued"]
     finally:
         local.close()

@@ -11,8 +11,8 @@ from consult import jobs
 from consult.access import directory
 from consult.catalog import Catalog
 from consult.catalog.tables import instance_versions, previews
-from consult.cli.demo import dataset_bytes, demo_study
-from consult.cli.tasks import job_handlers
+from consult.cli.servers import job_handlers
+from consult.dicom.synthetic import dataset_bytes, demo_study
 from consult.ingest.pipeline import Origin, ingest, ingest_file
 from consult.jobs.worker import Worker
 from consult.services import Services

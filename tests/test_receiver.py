@@ -13,8 +13,8 @@ from sqlalchemy import select
 
 from consult.access import directory
 from consult.catalog.tables import instance_versions, instances
-from consult.cli.demo import demo_study, write_part10
 from consult.dicom.part10 import split_part10
+from consult.dicom.synthetic import demo_study, write_part10
 from consult.receiver import Receiver
 from consult.services import Services
 from consult.settings import Settings

@@ -15,7 +15,7 @@ from sqlalchemy import func, select
 
 from consult.access import directory
 from consult.catalog.tables import instance_versions
-from consult.cli.demo import demo_study, write_part10
+from consult.dicom.synthetic import demo_study, write_part10
 from consult.receiver import Receiver
 from consult.receiver.limits import ConnectionGuard
 from consult.services import Services

@@ -22,9 +22,9 @@ from pynetdicom.transport import RequestHandler
 from sqlalchemy import func, select
 
 from consult.catalog.tables import instances
-from consult.cli.demo import demo_study, write_part10
 from consult.dicom import assoc_loop
 from consult.dicom.assoc_loop import serve_loop
+from consult.dicom.synthetic import demo_study, write_part10
 from consult.receiver import Receiver
 from consult.receiver._reactor import (
     DirectResponseDIMSE,

@@ -33,12 +33,11 @@ from pydicom.sequence import Sequence
 
 from consult.access import directory
 from consult.catalog import Catalog
-from consult.cli.main import main
 from consult.ingest.pipeline import Origin, ingest_file
 from consult.services import Services
 from consult.settings import Settings
 from storage import LocalObjectStore
-from tests.support import SAMPLES, require_tool, run_consult, sample
+from tests.support import SAMPLES, ConsultCli, require_tool, sample
 from viewer import FrameSource, LookupTable, NoImage, RenderError, Window, open_frames
 
 NAMES = sorted(p.name for p in SAMPLES.glob("*.dcm")) if SAMPLES.is_dir() else []
@@ -243,9 +242,7 @@ def test_voi_lut_sequence_matches_dcmtk(tmp_path: Path) -> None:
 # -- consult render -------------------------------------------------------------------------
 
 
-def test_consult_render_writes_the_pipeline_render(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_consult_render_writes_the_pipeline_render(tmp_path: Path) -> None:
     data = tmp_path / "data"
     settings = Settings(data_dir=data)
     catalog = Catalog(settings.catalog_url)
@@ -258,25 +255,22 @@ def test_consult_render_writes_the_pipeline_render(
     rgb = ingest_file(services, sample("pydicom__SC_rgb_rle_2frame.dcm"), origin=origin)
     services.close()
 
+    cli = ConsultCli(data)
     out = tmp_path / "lung.png"
-    done = run_consult(data, "render", ct.sop_instance_uid, "--window=-600,1500", "--out", str(out))
-    assert done.returncode == 0, done.stderr
-    assert "window -600/1500" in done.stdout
+    done = cli("render", ct.sop_instance_uid, "--window=-600,1500", "--out", str(out))
+    assert done.status == 0, done.err
+    assert done.out == f"{out}: frame 0 of 1, 128x128 greyscale, window -600/1500 LINEAR\n"
     ref = dcmtk("dcm2pnm", sample("pydicom__CT_small.dcm"), 0, Window(-600, 1500),
                 tmp_path / "ref.png")  # fmt: skip
     assert_same_picture(np.asarray(Image.open(out)), ref, "consult render CT")
 
     second = tmp_path / "frame1.png"
-    done = run_consult(data, "render", rgb.sop_instance_uid, "--frame", "1", "--out", str(second))
-    assert done.returncode == 0, done.stderr
+    done = cli("render", rgb.sop_instance_uid, "--frame", "1", "--out", str(second))
+    assert done.status == 0, done.err
     ref = dcmtk("dcm2pnm", sample("pydicom__SC_rgb_rle_2frame.dcm"), 1, None,
                 tmp_path / "ref1.png")  # fmt: skip
     assert_same_picture(np.asarray(Image.open(second)), ref, "consult render frame 1")
 
-    # Errors, through the same entry point in this process (a subprocess each is slow).
-    monkeypatch.setenv("CONSULT_DATA_DIR", str(data))
-    monkeypatch.delenv("CONSULT_DATABASE_URL", raising=False)
-    monkeypatch.delenv("CONSULT_S3_ENDPOINT", raising=False)
     for args, message in [
         (["1.2.3.999"], "no instance '1.2.3.999'"),
         ([ct.sop_instance_uid, "--frame", "1"], "frame 1 is out of range: the instance has 1"),
@@ -285,10 +279,6 @@ def test_consult_render_writes_the_pipeline_render(
         ([ct.sop_instance_uid, "--window=40,0"], "width of at least 1"),
         ([ct.sop_instance_uid, "--window=a,b"], "must be numbers"),
     ]:
-        try:
-            status = main(["render", *args, "--out", str(tmp_path / "x.png")])
-        except SystemExit as exc:  # argparse refuses the argument itself
-            status = int(str(exc.code))
-        err = capsys.readouterr().err
-        assert status == 2 and message in err, (args, err)
+        refused = cli("render", *args, "--out", str(tmp_path / "x.png"))
+        assert refused.status == 2 and message in refused.err, (args, refused.err)
     assert not (tmp_path / "x.png").exists()

@@ -35,7 +35,6 @@ from sqlalchemy.engine import make_url
 
 from consult.access import directory
 from consult.catalog.tables import instance_versions, instances
-from consult.cli.demo import dataset_bytes, demo_study
 from consult.dicom.part10 import check_complete
 from consult.dicom.sender import (
     Destination,
@@ -45,6 +44,7 @@ from consult.dicom.sender import (
     inspect_file,
     send_files,
 )
+from consult.dicom.synthetic import dataset_bytes, demo_study
 from consult.errors import InvalidDataset
 from consult.ingest.pipeline import Origin, ingest
 from consult.receiver import Receiver

@@ -14,19 +14,19 @@ from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 from sqlalchemy import select
 
 from consult.catalog.tables import instance_versions
-from consult.cli.demo import demo_study, write_part10
 from consult.dicom import sender as send
 from consult.dicom.part10 import split_part10
 from consult.dicom.sender import Destination, collect, parse_destination, send_files, summary
+from consult.dicom.synthetic import demo_study, write_part10
 from consult.errors import ConfigurationError
 from consult.receiver import Receiver
 from consult.services import Services
 from consult.settings import Settings
 from tests.support import (
+    ConsultCli,
     free_port,
     referring_services,
     require_tool,
-    run_consult,
     sample,
     wait_until,
 )
@@ -82,8 +82,8 @@ def test_send_cli_to_receiver(
     services: Services, receiver: int, study_files: list[Path], tmp_path: Path
 ) -> None:
     top = study_files[0].parent
-    result = run_consult(
-        tmp_path / "cli-data",
+    cli = ConsultCli(tmp_path / "cli-data")
+    result = cli(
         "send",
         str(top),
         "--recursive",
@@ -93,10 +93,10 @@ def test_send_cli_to_receiver(
         "--aet",
         "REFPACS",
     )
-    assert result.returncode == 0, result.stdout + result.stderr
-    assert "5 file(s): 5 stored, 0 not stored" in result.stdout
-    assert "0x0000 Success: 5" in result.stdout
-    assert "sending [" in result.stderr and "5/5" in result.stderr
+    assert result.status == 0, result.out + result.err
+    assert "5 file(s): 5 stored, 0 not stored" in result.out
+    assert "0x0000 Success: 5" in result.out
+    assert "sending [" in result.err and "5/5" in result.err
     with services.catalog.read() as conn:
         stored = {r.sha256 for r in conn.execute(select(instance_versions.c.sha256))}
     assert stored == {_dataset_sha(p) for p in study_files}
@@ -121,8 +121,7 @@ def test_send_reports_what_was_not_stored(
     text = tmp_path / "notes.txt"
     text.write_text("not DICOM at all\n")
     missing = tmp_path / "missing.dcm"
-    result = run_consult(
-        tmp_path / "cli-data",
+    result = ConsultCli(tmp_path / "cli-data")(
         "send",
         str(study_files[0]),
         str(no_study),
@@ -133,8 +132,8 @@ def test_send_reports_what_was_not_stored(
         "--aet",
         "REFPACS",
     )
-    assert result.returncode == 1
-    out = result.stdout
+    assert result.status == 1
+    out = result.out
     assert "4 file(s): 1 stored, 3 not stored" in out
     assert "0x0000 Success: 1" in out
     assert "0xC002 Failure: Cannot Understand: 1" in out
@@ -142,6 +141,21 @@ def test_send_reports_what_was_not_stored(
     assert f"{no_study}: 0xC002 - Study Instance UID is missing" in out
     assert f"{text}: not sent - " in out
     assert f"{missing}: not sent - cannot read" in out
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        (["--to", "CONSULT@127.0.0.1", "--aet", "REFPACS"], "--to must be AE@host:port"),
+        (["--to", "CONSULT@127.0.0.1:104", "--aet", "X" * 17], "--aet must be 1-16 printable ASCII characters"),
+    ],
+)
+def test_send_refuses_bad_options(
+    study_files: list[Path], tmp_path: Path, options: list[str], message: str
+) -> None:
+    result = ConsultCli(tmp_path / "cli-data")("send", str(study_files[0]), *options)
+    assert result.status == 2 and result.out == ""
+    assert result.err.startswith("consult: error: ") and message in result.err
 
 
 def test_send_rejected_association(receiver: int, study_files: list[Path]) -> None:

@@ -21,7 +21,7 @@ from starlette.routing import BaseRoute, Mount, Route
 from starlette.testclient import TestClient
 
 from consult.catalog.tables import instances, opinions, series, studies
-from consult.cli.demo import demo_study, write_part10
+from consult.dicom.synthetic import demo_study, write_part10
 from consult.receiver import Receiver
 from consult.services import Services
 from consult.settings import Settings

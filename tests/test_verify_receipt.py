@@ -1,5 +1,5 @@
 """``consult verify`` (every stored object against its SHA-256) and ``consult receipt``
-(arrival tracking), on every catalog and store; the commands themselves as subprocesses."""
+(arrival tracking), on every catalog and store; then the commands themselves, in this process."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from sqlalchemy import select
 from consult.access import directory
 from consult.catalog import Catalog
 from consult.catalog.tables import instance_versions, instances, series, studies
-from consult.cli.demo import dataset_bytes, demo_study
+from consult.dicom.synthetic import dataset_bytes, demo_study
 from consult.errors import StudyNotFound
 from consult.ingest.pipeline import Origin, StoredInstance, ingest
 from consult.services import Services
@@ -20,7 +20,7 @@ from consult.settings import Settings
 from consult.studies.receipt import is_stable, study_receipt, to_json, to_text
 from consult.studies.verify import verify
 from storage import ObjectStore
-from tests.support import run_consult
+from tests.support import ConsultCli
 
 
 def _ingest_demo(services: Services) -> tuple[str, list[StoredInstance]]:
@@ -160,11 +160,11 @@ def test_verify_and_receipt_commands(settings: Settings) -> None:
     services = Services.open(settings)
     try:
         study_uid, stored = _ingest_demo(services)
-        data_dir = settings.data_dir
-        ok = run_consult(data_dir, "verify", "--progress")
-        assert ok.returncode == 0, ok.stderr
-        assert "6 object(s) checked, 0 problem(s)" in ok.stdout
-        assert "verifying [" in ok.stderr and "6/6" in ok.stderr
+        cli = ConsultCli(settings.data_dir)
+        ok = cli("verify", "--progress")
+        assert ok.status == 0, ok.err
+        assert ok.out == "6 object(s) checked, 0 problem(s)\n"
+        assert "verifying [" in ok.err and "6/6" in ok.err
 
         key, offset = _key(services, stored[2].version_id)
         path = settings.objects_dir / key  # the folder store keeps each key as a file
@@ -172,30 +172,31 @@ def test_verify_and_receipt_commands(settings: Settings) -> None:
         blob[offset + 7] ^= 0x01
         path.write_bytes(bytes(blob))
         services.store.delete(_key(services, stored[3].version_id)[0])
-        bad = run_consult(data_dir, "verify")
-        assert bad.returncode == 1
-        assert f"MISMATCH: {stored[2].sop_instance_uid} version 1" in bad.stdout
-        assert f"MISSING: {stored[3].sop_instance_uid} version 1" in bad.stdout
-        assert "6 object(s) checked, 2 problem(s)" in bad.stdout
-        assert "verifying [" not in bad.stderr  # no bar when stderr is not a terminal
+        bad = cli("verify")
+        assert bad.status == 1
+        assert f"MISMATCH: {stored[2].sop_instance_uid} version 1" in bad.out
+        assert f"MISSING: {stored[3].sop_instance_uid} version 1" in bad.out
+        assert "6 object(s) checked, 2 problem(s)" in bad.out
+        assert bad.err == ""  # no bar when stderr is not a terminal
 
-        waiting = run_consult(
-            data_dir, "receipt", study_uid, env={"CONSULT_STABLE_SECONDS": "3600"}
-        )
-        assert waiting.returncode == 0, waiting.stderr
-        assert "stable:        no" in waiting.stdout
-        assert stored[0].sha256 in waiting.stdout
+        one = cli("verify", "--study", study_uid)
+        assert one.status == 1 and "6 object(s) checked, 2 problem(s)" in one.out
+        nowhere = cli("verify", "--study", "1.2.3.4")
+        assert nowhere.status == 2 and "no study '1.2.3.4'" in nowhere.err
 
-        as_json = run_consult(
-            data_dir, "receipt", study_uid, "--json", env={"CONSULT_STABLE_SECONDS": "0"}
-        )
-        assert as_json.returncode == 0, as_json.stderr
-        data = json.loads(as_json.stdout)
+        waiting = cli("receipt", study_uid, env={"CONSULT_STABLE_SECONDS": "3600"})
+        assert waiting.status == 0, waiting.err
+        assert "stable:        no" in waiting.out
+        assert stored[0].sha256 in waiting.out
+
+        as_json = cli("receipt", study_uid, "--json", env={"CONSULT_STABLE_SECONDS": "0"})
+        assert as_json.status == 0, as_json.err
+        data = json.loads(as_json.out)
         assert data["stable"] is True
         assert len(data["series"]) == 2
 
-        unknown = run_consult(data_dir, "receipt", "1.2.3.4")
-        assert unknown.returncode == 2
-        assert "no study '1.2.3.4'" in unknown.stderr
+        unknown = cli("receipt", "1.2.3.4")
+        assert unknown.status == 2
+        assert "no study '1.2.3.4'" in unknown.err
     finally:
         services.close()

@@ -24,7 +24,7 @@ from starlette.testclient import TestClient
 from consult.access import directory
 from consult.access.directory import Hospital, Role
 from consult.catalog.tables import consultations, previews
-from consult.cli.tasks import job_handlers
+from consult.cli.servers import job_handlers
 from consult.ingest.pipeline import Origin, StoredInstance, ingest_file
 from consult.jobs.worker import Worker
 from consult.services import Services

@@ -3,7 +3,7 @@
 from viewer.errors import NoImage, RenderError
 from viewer.luts import LookupTable, Preset, Rescale, Window, presets_for
 from viewer.pixels import FrameSource, open_frames
-from viewer.png import RenderedFrame, encode_png, render_frames
+from viewer.png import encode_png
 
 __all__ = [
     "FrameSource",
@@ -11,11 +11,9 @@ __all__ = [
     "NoImage",
     "Preset",
     "RenderError",
-    "RenderedFrame",
     "Rescale",
     "Window",
     "encode_png",
     "open_frames",
     "presets_for",
-    "render_frames",
 ]

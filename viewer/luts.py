@@ -91,11 +91,6 @@ class LookupTable:
         """As a VOI LUT: map modality values to [0, 1] over the entries' range."""
         return self.lookup(x) / float(2**self.bits - 1)
 
-    def approximate_window(self) -> Window:
-        """A linear window over the table's input range, to start a manual adjustment from."""
-        n = len(self.data)
-        return Window(self.first_mapped + n / 2, float(max(n, 1)))
-
 
 Voi = Window | LookupTable
 

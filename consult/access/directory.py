@@ -139,11 +139,6 @@ def find_peer(conn: Connection, ae_title: str, host: str) -> Peer | None:
     return None if row is None else _peer(row)
 
 
-def peers_with_ae(conn: Connection, ae_title: str) -> list[Peer]:
-    rows = conn.execute(select(peers).where(peers.c.ae_title == ae_title.strip())).all()
-    return [_peer(r) for r in rows]
-
-
 def destinations(conn: Connection, hospital_id: int) -> list[Peer]:
     """Peers of a hospital we can send to (those with a port)."""
     rows = conn.execute(
@@ -206,13 +201,6 @@ def _user(row: object) -> User:
         role=Role(row.role),  # type: ignore[attr-defined]
         disabled=bool(row.disabled),  # type: ignore[attr-defined]
     )
-
-
-def get_user(conn: Connection, user_id: int) -> User:
-    row = conn.execute(select(users).where(users.c.id == user_id)).first()
-    if row is None:
-        raise UserNotFound(f"no user with id {user_id}")
-    return _user(row)
 
 
 def get_user_by_name(conn: Connection, username: str) -> User:

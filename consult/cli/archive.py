@@ -1,90 +1,37 @@
-"""Operator commands around ingest: ``send`` (C-STORE SCU), ``verify``, ``receipt``."""
+"""What is stored, for the operator: ``verify`` (checksums), ``receipt`` (what arrived of a
+study) and ``export`` (a study as Part 10 files)."""
 
 from __future__ import annotations
 
 import argparse
 import sys
-import time
 from pathlib import Path
-from typing import Any, TextIO
 
+from consult.cli.command import Commands, with_services
+from consult.cli.progress import Progress
 from consult.services import Services
-from consult.settings import Settings
 
 
-class Progress:
-    """A one-line progress bar on stderr, redrawn at most ten times a second."""
-
-    def __init__(self, total: int, label: str, *, stream: TextIO | None = None) -> None:
-        self.total = total
-        self.label = label
-        self.stream = stream or sys.stderr
-        self.done = 0
-        self._drawn = 0.0
-
-    @staticmethod
-    def wanted(forced: bool) -> bool:
-        return forced or sys.stderr.isatty()
-
-    def step(self, note: str = "") -> None:
-        self.done += 1
-        now = time.monotonic()
-        if self.done == self.total or now - self._drawn >= 0.1:
-            self._drawn = now
-            self.draw(note)
-
-    def draw(self, note: str = "") -> None:
-        width = 30
-        filled = width * self.done // self.total if self.total else width
-        bar = "#" * filled + "-" * (width - filled)
-        text = f"\r{self.label} [{bar}] {self.done}/{self.total} {note}"[:120]
-        self.stream.write(text.ljust(121) if self.done < self.total else text + "\n")
-        self.stream.flush()
-
-
-def register(sub: Any) -> None:
-    send = sub.add_parser("send", help="send DICOM files to a peer (C-STORE, bytes as in the file)")
-    send.add_argument("paths", nargs="+", type=Path, metavar="PATH", help="files or folders")
-    send.add_argument("--to", required=True, metavar="AE@HOST:PORT", help="the receiving peer")
-    send.add_argument("--aet", help="our calling AE title (default: CONSULT_AE_TITLE)")
-    send.add_argument("--recursive", action="store_true", help="descend into subfolders")
-    send.add_argument("--progress", action="store_true", help="progress bar even when piped")
-    send.add_argument("--timeout", type=float, default=30.0, help="network timeout, seconds")
-    # Sending needs no catalog or store: run without opening them (no data folder made).
-    send.set_defaults(handler=cmd_send, settings_only=True)
-
-    verify = sub.add_parser("verify", help="re-read stored objects and check their SHA-256")
+def register(commands: Commands) -> None:
+    verify = commands.add_parser("verify", help="re-read stored objects and check their SHA-256")
     verify.add_argument("--study", metavar="UID", help="only this study")
     verify.add_argument("--progress", action="store_true", help="progress bar even when piped")
-    verify.set_defaults(handler=cmd_verify)
+    verify.set_defaults(run=with_services(cmd_verify))
 
-    receipt = sub.add_parser("receipt", help="what arrived of a study: series, instances, sums")
+    receipt = commands.add_parser(
+        "receipt", help="what arrived of a study: series, instances, sums"
+    )
     receipt.add_argument("study_uid")
     receipt.add_argument("--json", action="store_true", help="JSON instead of a table")
-    receipt.set_defaults(handler=cmd_receipt)
+    receipt.set_defaults(run=with_services(cmd_receipt))
 
-
-def cmd_send(settings: Settings, args: argparse.Namespace) -> int:
-    from consult.dicom import identifiers
-    from consult.dicom.sender import collect, parse_destination, send_files, summary
-    from consult.errors import ConfigurationError
-
-    to = parse_destination(args.to)
-    calling_ae = identifiers.ae_title(
-        args.aet or settings.ae_title, "--aet", error=ConfigurationError
+    export = commands.add_parser("export", help="write a study's stored instances as Part 10 files")
+    export.add_argument("study_uid")
+    export.add_argument("--out", required=True, type=Path)
+    export.add_argument(
+        "--all-versions", action="store_true", help="every version, not just current"
     )
-    paths = list(collect(args.paths, recursive=args.recursive))
-    bar = Progress(len(paths), "sending") if Progress.wanted(args.progress) else None
-    outcomes = send_files(
-        paths,
-        to,
-        calling_ae=calling_ae,
-        timeout=args.timeout,
-        on_done=(lambda o: bar.step(o.path.name[:40])) if bar else None,
-    )
-    for line in summary(outcomes):
-        print(line)
-    return 0 if outcomes and all(o.ok for o in outcomes) else 1
+    export.set_defaults(run=with_services(cmd_export))
 
 
 def cmd_verify(services: Services, args: argparse.Namespace) -> int:
@@ -118,4 +65,14 @@ def cmd_receipt(services: Services, args: argparse.Namespace) -> int:
             conn, args.study_uid, stable_seconds=services.settings.stable_seconds
         )
     print(to_json(receipt) if args.json else to_text(receipt))
+    return 0
+
+
+def cmd_export(services: Services, args: argparse.Namespace) -> int:
+    from consult.studies.export import export_study
+
+    written = export_study(services, args.study_uid, args.out, all_versions=args.all_versions)
+    for path in written:
+        print(path)
+    print(f"{len(written)} file(s) written to {args.out}", file=sys.stderr)
     return 0

@@ -1,5 +1,6 @@
-"""Previews: the job that builds each frame's deep-zoom pyramid (``builds``) and renders
-with other windows or lossless tiles on demand (``renders``).
+"""Previews: the job that builds each frame's deep-zoom pyramid (``builds``), renders
+with other windows or lossless tiles on demand (``renders``), and the operators' status and
+rebuild (``maintenance``).
 """
 
 from consult.previews.builds import (

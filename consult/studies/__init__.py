@@ -1,5 +1,6 @@
 """What we hold: study queries (``queries``), arrival receipts (``receipt``), checksum
-verification (``verify``) and export as Part 10 files (``export``).
+verification (``verify``) and stored instances read back out, as bytes or Part 10 files
+(``export``).
 """
 
 from consult.studies.queries import (

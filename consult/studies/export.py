@@ -1,4 +1,5 @@
-"""Export a study's stored instances as Part 10 files (our file meta + bytes as received)."""
+"""Stored instances read back out: one version's bytes (``consult render``), a whole study as
+Part 10 files (``consult export``: our file meta + the dataset bytes as received)."""
 
 from __future__ import annotations
 
@@ -7,9 +8,45 @@ from pathlib import Path
 from sqlalchemy import select
 
 from consult.catalog.tables import instance_versions, instances, series, studies
-from consult.errors import StudyNotFound
+from consult.errors import NotFound, StudyNotFound
 from consult.services import Services
 from storage.keys import digest
+
+
+def stored_bytes(services: Services, sop_instance_uid: str, version: int | None = None) -> bytes:
+    """The stored Part 10 bytes of an instance's current version (or of ``version``).
+
+    Raises
+    ------
+    NotFound
+        No such instance, or no such version of it (the message lists the versions).
+    """
+    with services.catalog.read() as conn:
+        inst = conn.execute(
+            select(instances.c.id, instances.c.current_version).where(
+                instances.c.sop_instance_uid == sop_instance_uid
+            )
+        ).first()
+        if inst is None:
+            raise NotFound(f"no instance {sop_instance_uid!r} in the catalog")
+        wanted = inst.current_version if version is None else version
+        row = conn.execute(
+            select(instance_versions.c.object_key).where(
+                instance_versions.c.instance_pk == inst.id,
+                instance_versions.c.version == wanted,
+            )
+        ).first()
+        if row is None:
+            known = conn.scalars(
+                select(instance_versions.c.version)
+                .where(instance_versions.c.instance_pk == inst.id)
+                .order_by(instance_versions.c.version)
+            ).all()
+            raise NotFound(
+                f"instance {sop_instance_uid!r} has no version {wanted} "
+                f"(versions: {', '.join(str(v) for v in known)})"
+            )
+    return services.store.get(row.object_key)
 
 
 def export_study(
