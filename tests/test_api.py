@@ -9,7 +9,7 @@ import pytest
 from starlette.routing import BaseRoute, Mount, Route
 
 from consult.access.directory import Role
-from consult.consultations.lifecycle import ConsultationStatus, Urgency
+from consult.consultations.model import ConsultationStatus, Urgency
 from consult.consultations.opinions import DeliveryStatus, OpinionStatus
 from consult.previews import PreviewStatus
 from consult.services import Services

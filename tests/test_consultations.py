@@ -12,8 +12,8 @@ from consult.access import audit
 from consult.access.directory import User, get_user_by_name
 from consult.catalog import Catalog
 from consult.catalog.tables import consultations
-from consult.consultations import lifecycle, opinions
-from consult.consultations.lifecycle import ConsultationStatus, Urgency
+from consult.consultations import lifecycle, opinions, permissions
+from consult.consultations.model import ConsultationStatus, Urgency
 from consult.errors import ConsultError
 from consult.services import Services
 from consult.settings import Settings
@@ -245,8 +245,8 @@ def test_unstable_study_needs_confirmation(settings: Settings) -> None:
 
 @pytest.mark.parametrize("status", list(ConsultationStatus))
 def test_pages_offer_exactly_what_the_rules_allow(world: World, status: ConsultationStatus) -> None:
-    """``lifecycle.allowed`` (what the pages show) agrees with what the actions accept, for
-    every user and every state: the rules live once, in lifecycle and opinions."""
+    """``permissions.allowed`` (what the pages show) agrees with what the actions accept, for
+    every user and every state: the rules live once, in permissions."""
     with world.client("ref_north") as client:
         cid = request_consultation(client, world)
     catalog = world.services.catalog
@@ -267,7 +267,7 @@ def test_pages_offer_exactly_what_the_rules_allow(world: World, status: Consulta
     for username in USERS:
         with catalog.write() as conn:
             user = get_user_by_name(conn, username)
-            offered = lifecycle.allowed(user, lifecycle.get(conn, cid), opinion_signed=False)
+            offered = permissions.allowed(user, lifecycle.get(conn, cid), opinion_signed=False)
             for name, attempt in attempts.items():
                 savepoint = conn.begin_nested()
                 try:

@@ -147,7 +147,10 @@ def test_send_reports_what_was_not_stored(
     ("options", "message"),
     [
         (["--to", "CONSULT@127.0.0.1", "--aet", "REFPACS"], "--to must be AE@host:port"),
-        (["--to", "CONSULT@127.0.0.1:104", "--aet", "X" * 17], "--aet must be 1-16 printable ASCII characters"),
+        (
+            ["--to", "CONSULT@127.0.0.1:104", "--aet", "X" * 17],
+            "--aet must be 1-16 printable ASCII characters",
+        ),
     ],
 )
 def test_send_refuses_bad_options(

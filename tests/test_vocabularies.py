@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from consult.access import check
-from consult.consultations.lifecycle import ConsultationStatus
+from consult.consultations.model import ConsultationStatus
 
 ROOT = Path(__file__).resolve().parent.parent
 SOURCES = sorted(p for p in (ROOT / "consult").rglob("*.py") if "migrations" not in p.parts)
@@ -19,8 +19,8 @@ TEMPLATES = sorted((ROOT / "consult" / "web" / "templates").glob("*.html"))
 # Every enum of consult/ and where it lives: a state vocabulary in the module that changes
 # the state, another vocabulary where it is used.
 ENUMS = {
-    "ConsultationStatus": "consult/consultations/lifecycle.py",
-    "Urgency": "consult/consultations/lifecycle.py",
+    "ConsultationStatus": "consult/consultations/model.py",
+    "Urgency": "consult/consultations/model.py",
     "OpinionStatus": "consult/consultations/opinions.py",
     "DeliveryStatus": "consult/consultations/opinions.py",
     "PreviewStatus": "consult/previews/builds.py",

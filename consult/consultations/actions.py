@@ -21,9 +21,10 @@ from consult import access
 from consult.access import audit
 from consult.access.check import Caller, StudyRef
 from consult.catalog import Catalog
-from consult.consultations import lifecycle, opinions
-from consult.consultations.lifecycle import Allowed, Consultation, Message
+from consult.consultations import lifecycle, opinions, permissions
+from consult.consultations.model import Consultation, Message
 from consult.consultations.opinions import Delivery, Opinion, OpinionStatus
+from consult.consultations.permissions import Allowed
 from consult.studies.receipt import is_stable_study
 
 
@@ -72,7 +73,7 @@ def view(
         opinion=opinion,
         signed=signed,
         deliveries=deliveries,
-        allowed=lifecycle.allowed(user, c, opinion_signed=signed),
+        allowed=permissions.allowed(user, c, opinion_signed=signed),
     )
 
 

@@ -7,14 +7,12 @@ Lifecycle::
 
 Every state change is a conditional UPDATE on the expected status, so two users acting
 at once cannot both win; the loser gets :class:`Conflict`. Access to the study itself is
-checked by :mod:`consult.access.check`; this module checks who may do what to a consultation.
+checked by :mod:`consult.access.check`; who may do what to a consultation, by
+:mod:`consult.consultations.permissions`.
 """
 
 from __future__ import annotations
 
-import enum
-from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Connection, Row, Select, or_, select, update
@@ -26,79 +24,19 @@ from consult.access.audit import Actor, Outcome
 from consult.access.directory import Role, User
 from consult.catalog import Catalog, as_utc, insert_id, utcnow
 from consult.catalog.tables import consultations, hospitals, messages, patients, studies, users
-from consult.dicom.display import display_name
-from consult.errors import (
-    BadRequest,
-    Conflict,
-    ConsultationNotFound,
-    ConsultError,
-    Forbidden,
-    NotFound,
+from consult.consultations import permissions
+from consult.consultations.model import (
+    OPEN,
+    Consultation,
+    ConsultationStatus,
+    Message,
+    Urgency,
 )
+from consult.dicom.display import display_name
+from consult.errors import BadRequest, Conflict, ConsultationNotFound, NotFound
 
 MAX_QUESTION = 10_000
 MAX_MESSAGE = 20_000
-
-
-class ConsultationStatus(enum.StrEnum):
-    """Where a consultation stands."""
-
-    REQUESTED = "requested"
-    """Asked by the referring hospital; waiting for a specialist of the target hospital."""
-    ACCEPTED = "accepted"
-    """A specialist took it on; the thread is open and an opinion is being written."""
-    DECLINED = "declined"
-    """The target hospital will not answer; final."""
-    ANSWERED = "answered"
-    """The opinion is signed (and on its way back to the referring hospital)."""
-    CLOSED = "closed"
-    """The referring side closed it after reading the opinion; final."""
-
-
-class Urgency(enum.StrEnum):
-    """How soon an answer is needed."""
-
-    ROUTINE = "routine"
-    """In the normal course of work."""
-    URGENT = "urgent"
-    """Within hours."""
-    STAT = "stat"
-    """Immediately."""
-
-
-OPEN = (ConsultationStatus.REQUESTED, ConsultationStatus.ACCEPTED)
-
-
-@dataclass(frozen=True)
-class Consultation:
-    id: int
-    study_pk: int
-    study_uid: str
-    patient_name: str
-    patient_id: str
-    study_date: str
-    study_description: str
-    requesting_hospital_id: int
-    requesting_hospital: str
-    requested_by: str
-    target_hospital_id: int
-    target_hospital: str
-    question: str
-    urgency: Urgency
-    status: ConsultationStatus
-    accepted_by_id: int | None
-    accepted_by: str | None
-    created_at: datetime
-    updated_at: datetime
-
-
-@dataclass(frozen=True)
-class Message:
-    id: int
-    author: str
-    author_hospital: str
-    body: str
-    created_at: datetime
 
 
 def _select() -> Select[Any]:
@@ -222,7 +160,7 @@ def request(
     study = conn.execute(select(studies).where(studies.c.id == study_pk)).first()
     if study is None:
         raise NotFound("study not found")
-    _raise(refuse_request(user, study.hospital_id))
+    permissions.raise_if(permissions.refuse_request(user, study.hospital_id))
     question = question.strip()
     if not question:
         raise BadRequest("question is required")
@@ -291,92 +229,9 @@ def _transition(
         raise Conflict(f"consultation is {current.value}, not {expected.value}")
 
 
-# Who may do what, and when: each rule once, used both to refuse an action (the error
-# says why) and to offer it in the pages (:func:`allowed`).
-
-
-def refuse_request(user: User, study_hospital_id: int) -> ConsultError | None:
-    """Why ``user`` may not request a consultation on a study of that hospital, if not."""
-    if user.role is not Role.REFERRING:
-        return Forbidden("only referring doctors can request a consultation")
-    if study_hospital_id != user.hospital_id:
-        return Forbidden("only the hospital that sent the study can request a consultation")
-    return None
-
-
-def _refuse_status(c: Consultation, *expected: ConsultationStatus) -> ConsultError | None:
-    if c.status in expected:
-        return None
-    return Conflict(f"consultation is {c.status.value}, not {' or '.join(expected)}")
-
-
-def refuse_answer(user: User, c: Consultation, verb: str = "accept") -> ConsultError | None:
-    """Why ``user`` may not accept (or decline) ``c`` now, if not."""
-    if user.role is not Role.SPECIALIST or user.hospital_id != c.target_hospital_id:
-        return Forbidden(f"only a specialist of {c.target_hospital} can {verb} this consultation")
-    return _refuse_status(c, ConsultationStatus.REQUESTED)
-
-
-def refuse_close(user: User, c: Consultation) -> ConsultError | None:
-    """Why ``user`` may not close ``c`` now, if not."""
-    if user.hospital_id != c.requesting_hospital_id or user.role is Role.SPECIALIST:
-        return Forbidden(f"only {c.requesting_hospital} can close this consultation")
-    return _refuse_status(c, ConsultationStatus.ANSWERED)
-
-
-def refuse_opinion(user: User, c: Consultation) -> ConsultError | None:
-    """Why ``user`` may not write (or sign) the opinion of ``c`` now, if not (a signed
-    opinion is refused by :mod:`consult.consultations.opinions`)."""
-    if c.accepted_by_id is None or c.accepted_by_id != user.id:
-        return Forbidden("only the specialist who accepted the consultation writes its opinion")
-    if c.status is not ConsultationStatus.ACCEPTED:
-        return Conflict(f"consultation is {c.status.value}; an opinion needs it accepted")
-    return None
-
-
-def refuse_post(user: User, c: Consultation) -> ConsultError | None:
-    """Why ``user`` may not post to the thread of ``c`` now, if not: participants post once
-    it is accepted; the requesting side may also post while it is requested."""
-    if not is_participant(user, c):
-        return Forbidden("only the two hospitals of the consultation can post")
-    if c.status in (ConsultationStatus.ACCEPTED, ConsultationStatus.ANSWERED):
-        return None
-    if c.status is ConsultationStatus.REQUESTED and user.hospital_id == c.requesting_hospital_id:
-        return None
-    return Conflict(f"cannot post to a consultation that is {c.status.value}")
-
-
-def _raise(refusal: ConsultError | None) -> None:
-    if refusal is not None:
-        raise refusal
-
-
-@dataclass(frozen=True)
-class Allowed:
-    """What ``user`` may do to a consultation now: what the pages offer."""
-
-    answer: bool
-    """Accept or decline it."""
-    post: bool
-    """Post to the thread."""
-    write_opinion: bool
-    """Write, save and sign the opinion."""
-    close: bool
-    """Close it."""
-
-
-def allowed(user: User, c: Consultation, *, opinion_signed: bool) -> Allowed:
-    return Allowed(
-        answer=refuse_answer(user, c) is None,
-        post=refuse_post(user, c) is None,
-        write_opinion=refuse_opinion(user, c) is None and not opinion_signed,
-        close=refuse_close(user, c) is None,
-    )
-
-
 def accept(conn: Connection, user: User, consultation_id: int) -> None:
     c = get(conn, consultation_id)
-    _raise(refuse_answer(user, c, "accept"))
+    permissions.raise_if(permissions.refuse_answer(user, c, "accept"))
     _transition(
         conn,
         consultation_id,
@@ -388,7 +243,7 @@ def accept(conn: Connection, user: User, consultation_id: int) -> None:
 
 def decline(conn: Connection, user: User, consultation_id: int) -> None:
     c = get(conn, consultation_id)
-    _raise(refuse_answer(user, c, "decline"))
+    permissions.raise_if(permissions.refuse_answer(user, c, "decline"))
     _transition(conn, consultation_id, ConsultationStatus.REQUESTED, ConsultationStatus.DECLINED)
 
 
@@ -401,23 +256,13 @@ def mark_answered(conn: Connection, consultation_id: int) -> None:
 def close(conn: Connection, user: User, consultation_id: int) -> None:
     """The referring hospital closes an answered consultation."""
     c = get(conn, consultation_id)
-    _raise(refuse_close(user, c))
+    permissions.raise_if(permissions.refuse_close(user, c))
     _transition(conn, consultation_id, ConsultationStatus.ANSWERED, ConsultationStatus.CLOSED)
-
-
-def is_participant(user: User, c: Consultation) -> bool:
-    """Whether ``user``'s hospital takes part in ``c`` (:func:`consult.access.taking_part`)."""
-    return access.takes_part(
-        user.hospital_id,
-        requesting_id=c.requesting_hospital_id,
-        target_id=c.target_hospital_id,
-        status=c.status.value,
-    )
 
 
 def post_message(conn: Connection, user: User, consultation_id: int, body: str) -> int:
     c = get(conn, consultation_id)
-    _raise(refuse_post(user, c))
+    permissions.raise_if(permissions.refuse_post(user, c))
     if not body.strip():
         raise BadRequest("message is empty")
     if len(body) > MAX_MESSAGE:

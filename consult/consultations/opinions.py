@@ -26,7 +26,7 @@ from consult.access.directory import User, destinations
 from consult.catalog import as_utc, insert_id, utcnow
 from consult.catalog.tables import consultations as consultations_table
 from consult.catalog.tables import deliveries, opinions, peers, users
-from consult.consultations import lifecycle
+from consult.consultations import permissions
 from consult.errors import BadRequest, Conflict, Forbidden, OpinionAlreadySigned
 
 log = logging.getLogger(__name__)
@@ -135,7 +135,7 @@ def _check_body(body: str) -> None:
 def _check_author(conn: Connection, user: User, consultation_id: int) -> Opinion | None:
     """The existing opinion, after checking that ``user`` may write it now."""
     c = consultations.get(conn, consultation_id)
-    refusal = lifecycle.refuse_opinion(user, c)
+    refusal = permissions.refuse_opinion(user, c)
     if isinstance(refusal, Forbidden):
         raise refusal
     existing = get(conn, consultation_id)

@@ -17,7 +17,7 @@ from consult import consultations, studies
 from consult.access.auth import Session
 from consult.access.directory import list_hospitals
 from consult.consultations import actions, opinions
-from consult.consultations.lifecycle import Consultation
+from consult.consultations.model import Consultation
 from consult.consultations.opinions import Opinion
 from consult.errors import BadRequest
 from consult.web.context import Ctx, Handler

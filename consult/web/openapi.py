@@ -11,7 +11,7 @@ from starlette.responses import JSONResponse, Response
 
 from consult import __version__
 from consult.access.directory import Role
-from consult.consultations.lifecycle import ConsultationStatus, Urgency
+from consult.consultations.model import ConsultationStatus, Urgency
 from consult.consultations.opinions import DeliveryStatus, OpinionStatus
 from consult.previews import PreviewStatus
 from consult.web.context import Ctx
